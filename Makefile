@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make run` (the service on config.example.toml) and
+# `make test`. Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test check lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mailer run -c config.example.toml
+
+check: $(STAMP)
+	$(BIN)/mailer check -c config.example.toml
+
+lint: $(STAMP)
+	$(BIN)/ruff check mailer tests
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) var preview .pytest_cache

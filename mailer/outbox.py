@@ -1,0 +1,199 @@
+"""What goes out: each delivery's message composed from event, templates and sender.
+
+The engine, `check` and `preview` all compose through here, so what `check` accepted is
+exactly what is sent. Attachments are read once per mail, not once per recipient.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.errors import InputError, MailerError
+from mailer.events import Event, Mail, Recipient
+from mailer.message import Attachment, Sender, build_message, calendar_attachment
+from mailer.render import Renderer
+from mailer.sources import MAX_ATTACHMENT_BYTES, Loaded, load_events, read_bytes
+
+# `check` reports this many failing recipients per mail, then a count: a template that
+# fails for one fails for all, and 200 identical lines hide the other problems.
+MAX_PROBLEMS_PER_MAIL = 3
+
+
+class Outbox:
+    """Composes messages; holds the renderer and a per-mail cache of attachment bytes."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Outbox:
+        sender = settings.sender
+        return cls(
+            Renderer(settings.paths.templates, default_language=sender.language),
+            Sender(
+                address=sender.from_,
+                name=sender.from_name or "",
+                reply_to=sender.reply_to,
+                message_id_domain=sender.message_id_domain,
+            ),
+        )
+
+    def __init__(self, renderer: Renderer, sender: Sender) -> None:
+        self.renderer = renderer
+        self.sender = sender
+        self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
+
+    def compose(
+        self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime
+    ) -> EmailMessage:
+        """The message `recipient` gets for `mail`; raises MailerError if it cannot be made."""
+        rendered = self.renderer.render_mail(event, mail, recipient)
+        return build_message(
+            event,
+            mail,
+            recipient,
+            rendered,
+            sender=self.sender,
+            attachments=self.attachments(event, mail, now=now),
+            now=now,
+        )
+
+    def attachments(self, event: Event, mail: Mail, *, now: datetime) -> tuple[Attachment, ...]:
+        """The mail's files (and .ics), read once and shared by every recipient's message."""
+        key = (event.id, mail.name)
+        if key not in self._files:
+            files = [
+                Attachment(
+                    path.name,
+                    read_bytes(
+                        path,
+                        root=event.folder,
+                        source=event.source,
+                        key=f"{mail.key}.attach",
+                        limit=MAX_ATTACHMENT_BYTES,
+                    ),
+                )
+                for path in mail.attach
+            ]
+            if mail.calendar:
+                files.append(
+                    calendar_attachment(event, domain=self.sender.message_id_domain, now=now)
+                )
+            self._files[key] = tuple(files)
+        return self._files[key]
+
+    def forget(self, event_id: str) -> None:
+        """Drop cached files of an event that changed, so a replaced PDF is sent as it is now."""
+        self._files = {k: v for k, v in self._files.items() if k[0] != event_id}
+
+    def check(self, event: Event, *, now: datetime) -> list[MailerError]:
+        """Compose every mail for every recipient; the problems, at most a few per mail."""
+        problems: list[MailerError] = []
+        for mail in event.mails:
+            found = self.renderer.check_mail(event, mail)
+            if not found:
+                found = self._check_recipients(event, mail, now=now)
+            problems += found
+        return problems
+
+    def _check_recipients(self, event: Event, mail: Mail, *, now: datetime) -> list[MailerError]:
+        found: list[MailerError] = []
+        failed = 0
+        # A mail nobody gets yet (to `attended`, before the event) is still rendered, for the
+        # event's first recipient, so its template is known to work when people join.
+        for recipient in event.recipients_of(mail) or event.recipients[:1]:
+            try:
+                self.compose(event, mail, recipient, now=now)
+            except MailerError as exc:
+                failed += 1
+                if len(found) < MAX_PROBLEMS_PER_MAIL:
+                    found.append(exc)
+        if failed > len(found):
+            found.append(
+                InputError(
+                    f"… and {failed - len(found)} more recipients fail the same way",
+                    source=event.source,
+                    key=mail.key,
+                )
+            )
+        return found
+
+
+def check_events(
+    settings: Settings, paths: list[Path] | None, *, now: datetime
+) -> list[tuple[Loaded, list[MailerError]]]:
+    """Load the events and compose every delivery of the valid ones: `mailer check`."""
+    outbox = Outbox.from_settings(settings)
+    results = []
+    for loaded in load_events(settings, paths):
+        if loaded.error is not None:
+            found = list(getattr(loaded.error, "problems", [loaded.error]))
+        else:
+            assert loaded.event is not None
+            found = outbox.check(loaded.event, now=now)
+        results.append((loaded, found))
+    return results
+
+
+def write_previews(
+    settings: Settings,
+    event_id: str,
+    mail_name: str,
+    *,
+    address: str | None,
+    out_dir: Path,
+    now: datetime,
+) -> list[Path]:
+    """Write what `address` (else the first recipient of each language) would get: `preview`."""
+    event = find_event(settings, event_id)
+    mail = next((m for m in event.mails if m.name == mail_name), None)
+    if mail is None:
+        known = ", ".join(m.name for m in event.mails)
+        raise InputError(f'no mail "{mail_name}" (known: {known})', source=event.source)
+    outbox = Outbox.from_settings(settings)
+    recipients = _preview_recipients(event, mail, address, outbox.renderer)
+    folder = out_dir / event.id / mail.name
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for recipient in recipients:
+        message = outbox.compose(event, mail, recipient, now=now)
+        eml = folder / f"{recipient.key}.eml"
+        eml.write_bytes(bytes(message))
+        written.append(eml)
+        html = message.get_body(("html",))
+        if html is not None:
+            written.append(folder / f"{recipient.key}.html")
+            written[-1].write_text(html.get_content(), encoding="utf-8")
+    return written
+
+
+def find_event(settings: Settings, event_id: str) -> Event:
+    """The valid event with this id, or an error that says what exists or what is wrong."""
+    loaded = load_events(settings)
+    match = next((item for item in loaded if item.id == event_id), None)
+    if match is None:
+        known = ", ".join(item.id for item in loaded) or "none"
+        raise InputError(f'no event "{event_id}" (known: {known})', source=settings.paths.schedules)
+    if match.error is not None:
+        raise match.error
+    assert match.event is not None
+    return match.event
+
+
+def _preview_recipients(
+    event: Event, mail: Mail, address: str | None, renderer: Renderer
+) -> list[Recipient]:
+    recipients = event.recipients_of(mail)
+    if address is not None:
+        chosen = [r for r in recipients if r.key == address.lower()]
+        if not chosen:
+            raise InputError(
+                f"{address} does not get this mail (not in {', '.join(mail.to)})",
+                source=event.source,
+                key=mail.key,
+            )
+        return chosen
+    first_per_language: dict[str, Recipient] = {}
+    for recipient in recipients:
+        first_per_language.setdefault(renderer.language_for(event, mail, recipient), recipient)
+    return list(first_per_language.values())

@@ -1,0 +1,150 @@
+"""Inline `[[recipients.people]]` tables and CSV text -> validated `Recipient`s (pure)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from mailer.errors import Collector
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A person an event writes to. `key` (the lower-cased address) identifies them across edits."""
+
+    address: str
+    name: str = ""
+    language: str | None = None
+    groups: frozenset[str] = frozenset()
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.address.lower()
+
+
+# Columns with a meaning of their own; every other column is free template data.
+KNOWN_COLUMNS = ("email", "name", "language", "groups")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# Anything below U+0020 (and DEL) would end up in a header or break a line of a mail.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# In a body, line breaks and tabs are text; other control characters are garbage.
+CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_people(people: object, *, problems: Collector) -> list[tuple[str, Recipient]]:
+    """`[[recipients.people]]` -> (where, recipient) pairs; `where` names the entry in errors."""
+    if not isinstance(people, list):
+        problems.add("recipients.people", "expected a list of tables ([[recipients.people]])")
+        return []
+    found = []
+    for i, row in enumerate(people):
+        where = f"recipients.people[{i}]"
+        if not isinstance(row, dict):
+            problems.add(where, "expected a table with at least `email`")
+            continue
+        recipient = make_recipient(row, where=where, problems=problems)
+        if recipient:
+            found.append((where, recipient))
+    return found
+
+
+def parse_csv(text: str, *, problems: Collector) -> list[tuple[str, Recipient]]:
+    """CSV text (UTF-8, BOM or not, `;` or `,` separated) -> (where, recipient) pairs."""
+    text = text.removeprefix("\ufeff")
+    header = text.split("\n", 1)[0]
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    columns = [c.strip().lower() for c in next(reader, [])]
+    if "email" not in columns:
+        problems.add("header", f'expected an "email" column, got columns {columns}')
+        return []
+    found = []
+    for line, cells in _rows(reader):
+        where = f"row {line}"
+        if len(cells) > len(columns):
+            problems.add(where, f"expected {len(columns)} columns, got {len(cells)}")
+            continue
+        # Every column exists for every row ("" when empty), so templates can test it.
+        cells += [""] * (len(columns) - len(cells))
+        row = {c: v.strip() for c, v in zip(columns, cells, strict=True) if c}
+        recipient = make_recipient(row, where=where, problems=problems)
+        if recipient:
+            found.append((where, recipient))
+    return found
+
+
+def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """Non-empty rows with the line they start on (as a spreadsheet user would count)."""
+    for cells in reader:
+        if any(c.strip() for c in cells):
+            yield reader.line_num, cells
+
+
+def make_recipient(row: Mapping[str, Any], *, where: str, problems: Collector) -> Recipient | None:
+    """One row or table -> a Recipient, or None with the problems recorded."""
+    before = len(problems.problems)
+    address = check_address(row.get("email"), key=f"{where}.email", problems=problems)
+    name = _text(row.get("name", ""), key=f"{where}.name", problems=problems)
+    language = row.get("language") or None
+    if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
+        problems.add(f"{where}.language", f'expected a language code like "sv", got {language!r}')
+    groups = _groups(row.get("groups", ()), key=f"{where}.groups", problems=problems)
+    fields = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS}
+    for key, value in fields.items():
+        if isinstance(value, str):
+            _text(value, key=f"{where}.{key}", problems=problems, one_line=False)
+    if len(problems.problems) > before or address is None:
+        return None
+    return Recipient(address, name, language, groups, fields)
+
+
+def check_address(value: object, *, key: str, problems: Collector) -> str | None:
+    """A syntactically valid address in normal form, or None with the problem recorded (no DNS)."""
+    if not isinstance(value, str) or not value.strip():
+        problems.add(key, "required: the recipient's email address")
+        return None
+    try:
+        return validate_email(value.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        problems.add(key, f"invalid address {value!r}: {exc}")
+        return None
+
+
+def _text(value: object, *, key: str, problems: Collector, one_line: bool = True) -> str:
+    """A text that may reach a header must be one clean line; free fields may hold line breaks."""
+    text = "" if value is None else str(value)
+    if (CONTROL if one_line else CONTROL_IN_BODY).search(text):
+        problems.add(
+            key, f"control characters (line breaks, NUL, …) are not allowed here: {text!r}"
+        )
+    return text.strip()
+
+
+def _groups(value: object, *, key: str, problems: Collector) -> frozenset[str]:
+    items = value.split(";") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(g, str) for g in items):
+        problems.add(key, 'expected a list of group names, like ["registered", "attended"]')
+        return frozenset()
+    return frozenset(g.strip() for g in items if g.strip())
+
+
+def unique(found: list[tuple[str, Recipient]], *, problems: Collector) -> tuple[Recipient, ...]:
+    """Refuse a second entry for the same address (any case): one person, one delivery."""
+    seen: dict[str, str] = {}
+    kept = []
+    for where, recipient in found:
+        if recipient.key in seen:
+            problems.add(
+                f"{where}.email", f"{recipient.address} is already listed at {seen[recipient.key]}"
+            )
+            continue
+        seen[recipient.key] = where
+        kept.append(recipient)
+    return tuple(kept)

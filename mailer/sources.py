@@ -1,0 +1,185 @@
+"""The schedules folder -> events: finds event files, reads them and their CSVs, checks files.
+
+The only place that opens an event's files, so that size limits and the rule that nothing may
+point outside the event's folder (symbolic links included) are enforced once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.errors import Collector, InputError, MailerError
+from mailer.events import (
+    Event,
+    EventDefaults,
+    event_id_of,
+    load_toml,
+    parse_event,
+    recipients_file_of,
+)
+
+# An event file is a page of TOML; anything this large is a mistake (a CSV saved as .toml).
+MAX_EVENT_BYTES = 1 << 20
+# 200,000 recipients of ~100 bytes each; a larger list is better split into several events.
+MAX_CSV_BYTES = 20 << 20
+# Base64 makes a 10 MB file ~13.7 MB on the wire; most relays refuse messages over 20-25 MB.
+MAX_ATTACHMENT_BYTES = 10 << 20
+# Editors' and file managers' leftovers that must never be taken for an event.
+IGNORED_PREFIXES = (".", "#", "~")
+IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".bak")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One event file as read now: the event, or why it is invalid. `digest` names the content."""
+
+    id: str
+    source: Path
+    digest: str
+    event: Event | None = None
+    error: MailerError | None = None
+    toml: str = ""
+    csv: str | None = None
+
+
+def is_ignored(path: Path) -> bool:
+    """Hidden, swap and backup files are nobody's event."""
+    name = path.name
+    return name.startswith(IGNORED_PREFIXES) or name.endswith(IGNORED_SUFFIXES)
+
+
+def find_event_files(schedules: Path) -> list[Path]:
+    """`<id>.toml` directly in `schedules/`, and `<id>/event.toml` one folder down, sorted."""
+    if not schedules.is_dir():
+        raise InputError("the schedules folder does not exist", source=schedules)
+    found = [p for p in schedules.glob("*.toml") if p.is_file() and not is_ignored(p)]
+    found += [p for p in schedules.glob("*/event.toml") if not is_ignored(p.parent)]
+    return sorted(as_typed(p) for p in found)
+
+
+def as_typed(path: Path) -> Path:
+    """Relative to the working directory when inside it, so that messages name files the way
+    a person types them (`schedules/forlabb.toml`)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
+    """Read and validate one event file; never raises for bad input, reports it in `error`."""
+    digest = hashlib.sha256()
+    try:
+        text = read_text(source, root=source.parent, source=source, key=None, limit=MAX_EVENT_BYTES)
+        digest.update(text.encode())
+        doc = load_toml(text, source=source)
+        csv_path = recipients_file_of(doc, source=source)
+        csv_text = None
+        if csv_path is not None:
+            csv_text = read_text(
+                csv_path,
+                root=source.parent,
+                source=source,
+                key="recipients.file",
+                limit=MAX_CSV_BYTES,
+            )
+            digest.update(b"\0" + csv_text.encode())
+        event = parse_event(doc, source=source, defaults=defaults, csv_text=csv_text)
+        digest.update(check_attachments(event).encode())
+    except MailerError as exc:
+        return Loaded(event_id_of(source), source, digest.hexdigest(), error=exc)
+    return Loaded(event.id, source, digest.hexdigest(), event=event, toml=text, csv=csv_text)
+
+
+def read_bytes(path: Path, *, root: Path, source: Path, key: str | None, limit: int) -> bytes:
+    """A file inside `root` (links followed) within `limit` bytes, or an InputError naming key."""
+    check_inside(path, root=root, source=source, key=key)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(
+                f"{path.name} is {size:,} bytes; the limit is {limit:,}", source=source, key=key
+            )
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise InputError(f"no such file: {path.name}", source=source, key=key) from exc
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {path.name}: {exc.strerror}", source=source, key=key
+        ) from exc
+
+
+def read_text(path: Path, *, root: Path, source: Path, key: str | None, limit: int) -> str:
+    """Like `read_bytes`, decoded as UTF-8."""
+    data = read_bytes(path, root=root, source=source, key=key, limit=limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            source=source,
+            key=key,
+        ) from exc
+
+
+def check_inside(path: Path, *, root: Path, source: Path, key: str | None) -> None:
+    """Refuse a path that leaves `root` once symbolic links are followed."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise InputError(
+            f"{path.name} leads outside the event's folder (a link?)", source=source, key=key
+        )
+
+
+def check_attachments(event: Event) -> str:
+    """Every attachment exists, stays inside the folder and is within the size limit.
+
+    Returns a fingerprint (name, size, mtime) so that replacing a PDF counts as a change.
+    """
+    problems = Collector(event.source)
+    fingerprint = []
+    for mail in event.mails:
+        for path in mail.attach:
+            key = f"{mail.key}.attach"
+            try:
+                check_inside(path, root=event.folder, source=event.source, key=key)
+                size = path.stat().st_size
+            except InputError as exc:
+                problems.extend([exc])
+                continue
+            except OSError:
+                problems.add(key, f"no such file: {path.name}")
+                continue
+            if size > MAX_ATTACHMENT_BYTES:
+                problems.add(
+                    key, f"{path.name} is {size:,} bytes; the limit is {MAX_ATTACHMENT_BYTES:,}"
+                )
+            fingerprint.append(f"{path.name}:{size}:{path.stat().st_mtime_ns}")
+    problems.raise_if_any()
+    return "\0".join(fingerprint)
+
+
+def defaults_for(settings: Settings) -> EventDefaults:
+    return EventDefaults(
+        language=settings.sender.language,
+        timezone=settings.sender.zone,
+        max_lateness=settings.sending.max_lateness,
+    )
+
+
+def load_events(settings: Settings, paths: list[Path] | None = None) -> list[Loaded]:
+    """The named event files, else every one in the folder, valid or not.
+
+    The one loading path of `check`, `run` and `rehearse`.
+    """
+    sources = paths or find_event_files(settings.paths.schedules)
+    return [load_event(source, defaults=defaults_for(settings)) for source in sources]
+
+
+def load_stored(source: Path, *, toml: str, csv_text: str | None, defaults: EventDefaults) -> Event:
+    """An event's last valid version as the database keeps it, while its file is invalid."""
+    return parse_event(
+        load_toml(toml, source=source), source=source, defaults=defaults, csv_text=csv_text
+    )

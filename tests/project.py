@@ -1,0 +1,110 @@
+"""A throwaway mailer project in a temp folder: config, schedules, the real templates."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "templates"
+
+CONFIG = """
+[paths]
+schedules = "schedules"
+templates = "{templates}"
+database = "var/mailer.sqlite3"
+
+[sender]
+from = "samhallskontraktet@example.org"
+from_name = "Samhällskontraktet"
+
+{transport}
+
+[sending]
+connections = {connections}
+max_per_minute = 0
+backoff_first = "{backoff_first}"
+backoff_max = "1h"
+shutdown_grace = "3s"
+"""
+
+MAILDIR = """
+[transport]
+kind = "maildir"
+path = "var/maildir"
+"""
+
+EVENT = """
+title = "Förlabb: Skolnärvaro"
+starts = {starts}
+ends = {ends}
+location = "Mälardalens universitet, Västerås"
+organiser = {{ name = "Samhällskontraktet", email = "samhallskontraktet@example.org" }}
+
+[recipients]
+groups = ["registered", "attended"]
+
+[[recipients.people]]
+email = "anna@example.org"
+name = "Anna Andersson"
+groups = ["registered"]
+
+[[recipients.people]]
+email = "bjorn@example.org"
+name = "Björn Östlund"
+language = "en"
+groups = ["registered"]
+
+[[mail]]
+name = "invitation"
+send_at = "start - 21d at 09:00"
+to = ["all"]
+calendar = true
+
+[[mail]]
+name = "reminder"
+send_at = "start - 2d at 09:00"
+to = ["registered"]
+"""
+
+
+def make_project(
+    root: Path, *, transport: str = MAILDIR, connections: int = 2, backoff_first: str = "1s"
+) -> Path:
+    """Write config.toml and an empty schedules folder under `root`; returns the config path."""
+    (root / "schedules").mkdir(parents=True, exist_ok=True)
+    config = root / "config.toml"
+    config.write_text(
+        CONFIG.format(
+            templates=TEMPLATES,
+            transport=transport,
+            connections=connections,
+            backoff_first=backoff_first,
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+def write_event(
+    root: Path,
+    name: str,
+    text: str = EVENT,
+    *,
+    starts: str = "2027-06-16T09:00:00",
+    ends: str = "2027-06-16T12:00:00",
+    **files: bytes | str,
+) -> Path:
+    """A single-file event (no extra files) or a folder event with its files."""
+    text = textwrap.dedent(text).format(starts=starts, ends=ends) if "{starts}" in text else text
+    if files:
+        folder = root / "schedules" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        source = folder / "event.toml"
+        for filename, content in files.items():
+            path = folder / filename.replace("__", ".")
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    else:
+        source = root / "schedules" / f"{name}.toml"
+    source.write_text(text, encoding="utf-8")
+    return source

@@ -1,0 +1,319 @@
+"""config.py: real TOML files in tmp_path, and the exact one-line messages a person sees."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from mailer.config import (
+    DEFAULT_CONFIG_NAMES,
+    MaildirTransport,
+    PathSettings,
+    SenderSettings,
+    SendingSettings,
+    SmtpTransport,
+    find_config,
+    load_settings,
+)
+from mailer.errors import ConfigError, Problems
+
+EXAMPLE = Path(__file__).parents[1] / "config.example.toml"
+SENDER = '[sender]\nfrom = "info@example.org"\n'
+SMTP = SENDER + '[transport]\nkind = "smtp"\nhost = "smtp.example.org"\n'
+SECRET = "correct horse battery staple"
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(Problems) as caught:
+        load_settings(path)
+    assert all(isinstance(p, ConfigError) for p in caught.value.problems)
+    return str(caught.value).splitlines()
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (SMTP + "port = 70000\n", "transport.port: must be 1-65535, got 70000"),
+        (SMTP + 'port = "587"\n', 'transport.port: expected a whole number, got "587"'),
+        (
+            SMTP + 'security = "ssl"\n',
+            'transport.security: expected one of "starttls", "tls", "none", got "ssl"',
+        ),
+        (
+            SENDER + '[transport]\nkind = "pigeon"\n',
+            'transport.kind: expected one of "smtp", "maildir", got "pigeon"',
+        ),
+        (
+            SMTP + 'hots = "x"\n',
+            "transport.hots: unknown key (known: kind, host, port, security, username, "
+            "password_env, timeout, validate_certs)",
+        ),
+        (
+            SENDER + "[transport]\nhost = 1\n",
+            "transport.host: unknown key (known: kind, path)",
+        ),
+        (
+            SENDER + "[sendng]\n",
+            "sendng: unknown section (known: paths, sender, transport, sending)",
+        ),
+        ("[sender]\n", "sender.from: required"),
+        (
+            SMTP + 'password_env = "hunter2!"\n',
+            "transport.password_env: expected an environment variable name like "
+            'MAILER_SMTP_PASSWORD, got "hunter2!"',
+        ),
+        (SENDER + '[transport]\nkind = "smtp"\n', "transport.host: required"),
+        (
+            SMTP + 'password = "hunter2"\n',
+            "transport.password: a password never sits in a file; put it in an environment "
+            "variable and name that variable in transport.password_env",
+        ),
+        (
+            SENDER + '[sending]\nbackoff_first = "soon"\n',
+            'sending.backoff_first: expected a duration like "90s", "5m", "2h", "3d" '
+            'or a number of seconds, got "soon"',
+        ),
+        (
+            SMTP + 'timeout = "-5s"\n',
+            'transport.timeout: expected a duration like "90s", '
+            '"5m", "2h", "3d" or a number of seconds, got "-5s"',
+        ),
+        (
+            SENDER + '[sending]\nbackoff_first = "2h"\n',
+            "sending: backoff_first (2:00:00) must not be longer than backoff_max (1:00:00)",
+        ),
+        (SENDER + "[sending]\nattempts = 0\n", "sending.attempts: must be at least 1, got 0"),
+        (SENDER + "[sending]\nconnections = 101\n", "sending.connections: must be 1-100, got 101"),
+        (
+            SENDER + 'timezone = "Europe/Stokholm"\n',
+            'sender.timezone: expected an IANA time zone like "Europe/Stockholm", '
+            'got "Europe/Stokholm"',
+        ),
+        (
+            SENDER + 'language = "svenska"\n',
+            'sender.language: expected a language code like "sv" or "en", got "svenska"',
+        ),
+        (
+            '[sender]\nfrom = "Info <info@example.org>"\n',
+            'sender.from: expected an email address, got "Info <info@example.org>" '
+            "(A display name and angle brackets around the email address are not permitted here.)",
+        ),
+        (
+            SENDER + 'reply_to = "nobody"\n',
+            'sender.reply_to: expected an email address, got "nobody" '
+            "(An email address must have an @-sign.)",
+        ),
+        (
+            SENDER + 'from_name = "Info\\nBcc: x@example.org"\n',
+            "sender.from_name: expected one line of printable text, "
+            'got "Info\\nBcc: x@example.org"',
+        ),
+        (
+            SENDER + "[transport]\nvalidate_certs = 1\n",
+            "transport.validate_certs: unknown key (known: kind, path)",
+        ),
+        (
+            SMTP + 'validate_certs = "no"\n',
+            'transport.validate_certs: expected true or false, got "no"',
+        ),
+        (SENDER + "[paths]\ndatabase = 5\n", "paths.database: expected a string, got 5"),
+        ("transport = 5\n" + SENDER, "transport: expected a table, got 5"),
+        (SMTP + "port = 587.0\n", "transport.port: expected a whole number, got 587.0"),
+        (SMTP + "port = true\n", "transport.port: expected a whole number, got true"),
+    ],
+)
+def test_each_problem_reads_as_one_line_with_file_and_key(
+    tmp_path: Path, text: str, line: str
+) -> None:
+    path = write(tmp_path, text)
+    assert problems_of(path) == [f"{path}: {line}"]
+
+
+def test_every_problem_is_listed_together(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        SMTP + 'port = 70000\nsecurity = "ssl"\n[sending]\nconnections = 4\nretries = 3\n',
+    )
+    assert problems_of(path) == [
+        f"{path}: transport.port: must be 1-65535, got 70000",
+        f'{path}: transport.security: expected one of "starttls", "tls", "none", got "ssl"',
+        f"{path}: sending.retries: unknown key (known: connections, max_per_minute, attempts, "
+        "backoff_first, backoff_max, give_up_after, max_lateness, shutdown_grace)",
+    ]
+
+
+def test_problems_carry_key_and_bad_value(tmp_path: Path) -> None:
+    path = write(tmp_path, SMTP + "port = 70000\n")
+    with pytest.raises(Problems) as caught:
+        load_settings(path)
+    (problem,) = caught.value.problems
+    assert (problem.source, problem.key, problem.got) == (str(path), "transport.port", 70000)
+
+
+def test_password_is_read_from_the_named_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
+    path = write(tmp_path, SMTP + 'username = "info"\npassword_env = "MAILER_SMTP_PASSWORD"\n')
+    transport = load_settings(path).transport
+    assert isinstance(transport, SmtpTransport)
+    assert transport.password is not None
+    assert transport.password.get_secret_value() == SECRET
+    assert (transport.username, transport.password_env) == ("info", "MAILER_SMTP_PASSWORD")
+
+
+def test_password_never_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
+    path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
+    settings = load_settings(path)
+    for shown in (
+        repr(settings),
+        str(settings),
+        settings.model_dump_json(),
+        repr(settings.transport),
+    ):
+        assert SECRET not in shown
+    bad = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\nport = 0\nx = 1\n')
+    with pytest.raises(Problems) as caught:
+        load_settings(bad)
+    assert SECRET not in str(caught.value)
+    assert all(SECRET not in repr(p.got) for p in caught.value.problems)
+
+
+def test_unset_password_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
+    path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
+    assert problems_of(path) == [
+        f"{path}: transport.password_env: environment variable MAILER_SMTP_PASSWORD is not set"
+    ]
+
+
+def test_empty_password_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", "")
+    path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
+    assert problems_of(path) == [
+        f"{path}: transport.password_env: environment variable MAILER_SMTP_PASSWORD is empty"
+    ]
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    assert problems_of(missing) == [f"{missing}: cannot read: No such file or directory"]
+    broken = write(tmp_path, SENDER + "[transport\n")
+    assert problems_of(broken) == [
+        f"{broken}: not valid TOML: Expected ']' at the end of a table declaration "
+        "(at line 3, column 11)"
+    ]
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, SENDER))
+    assert settings.sender.from_ == "info@example.org"
+    assert (settings.sender.language, settings.sender.zone) == ("sv", ZoneInfo("Europe/Stockholm"))
+    assert settings.sender.message_id_domain == "example.org"
+    assert settings.sender.reply_to is None
+    assert settings.transport == MaildirTransport(kind="maildir", path=tmp_path / "var/maildir")
+    sending = settings.sending
+    assert (sending.connections, sending.max_per_minute, sending.attempts) == (4, 600, 10)
+    assert (sending.backoff_first, sending.backoff_max) == (
+        timedelta(minutes=1),
+        timedelta(hours=1),
+    )
+    assert (sending.give_up_after, sending.max_lateness) == (timedelta(days=2), timedelta(days=1))
+    assert sending.shutdown_grace == timedelta(seconds=10)
+    smtp = load_settings(write(tmp_path, SMTP)).transport
+    assert isinstance(smtp, SmtpTransport)
+    assert (smtp.port, smtp.security, smtp.timeout) == (587, "starttls", timedelta(seconds=30))
+    assert (smtp.validate_certs, smtp.username, smtp.password) == (True, None, None)
+
+
+def test_values_as_written(tmp_path: Path) -> None:
+    text = (
+        '[sender]\nfrom = "Info@Example.ORG"\nreply_to = "svar@example.org"\nlanguage = "en"\n'
+        'timezone = "America/New_York"\nmessage_id_domain = "mail.example.org"\n'
+        '[sending]\nbackoff_first = 30\nmax_lateness = "2w"\nmax_per_minute = 0\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.sender.from_ == "Info@Example.ORG"
+    assert settings.sender.reply_to == "svar@example.org"
+    assert settings.sender.zone == ZoneInfo("America/New_York")
+    assert settings.sender.message_id_domain == "mail.example.org"
+    assert settings.sending.backoff_first == timedelta(seconds=30)
+    assert settings.sending.max_lateness == timedelta(weeks=2)
+    assert settings.sending.max_per_minute == 0
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    text = SENDER + f'[paths]\nschedules = "events"\ntemplates = "{tmp_path / "tpl"}"\n'
+    path = write(folder, text + '[transport]\npath = "../mail"\n')
+    settings = load_settings(path)
+    assert settings.paths.schedules == folder / "events"
+    assert settings.paths.templates == tmp_path / "tpl"
+    assert settings.paths.database == folder / "var" / "mailer.sqlite3"
+    assert isinstance(settings.transport, MaildirTransport)
+    assert settings.transport.path == folder / ".." / "mail"
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, SENDER))
+    with pytest.raises(ValidationError):
+        settings.sending.attempts = 1  # type: ignore[misc]
+
+
+def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILER_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        find_config(None, cwd=tmp_path)
+    assert str(caught.value) == (
+        f"no configuration file (tried {tmp_path / 'config.toml'}, "
+        f"{tmp_path / 'config.example.toml'}); pass -c PATH or set MAILER_CONFIG"
+    )
+    example, local = (write(tmp_path, "", name) for name in reversed(DEFAULT_CONFIG_NAMES))
+    assert find_config(None, cwd=tmp_path) == local
+    local.unlink()
+    assert find_config(None, cwd=tmp_path) == example
+    monkeypatch.setenv("MAILER_CONFIG", "from-env.toml")
+    assert find_config(None, cwd=tmp_path) == tmp_path / "from-env.toml"
+    assert find_config(Path("/etc/mailer.toml"), cwd=tmp_path) == Path("/etc/mailer.toml")
+
+
+def test_shipped_example_loads_and_needs_no_server() -> None:
+    settings = load_settings(EXAMPLE)
+    assert settings.transport == MaildirTransport(path=EXAMPLE.parent / "var" / "maildir")
+    assert settings.paths == PathSettings.model_validate({}, context={"base": EXAMPLE.parent})
+    assert settings.sender.from_ == "samhallskontraktet@example.org"
+    assert settings.sender.from_name == "Samhällskontraktet"
+    assert (settings.sender.language, settings.sender.timezone) == ("sv", "Europe/Stockholm")
+    assert settings.sending == SendingSettings()
+
+
+def test_shipped_example_shows_every_key_with_a_comment() -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    commented = set()
+    for above, line in itertools.pairwise(lines):
+        match = re.fullmatch(r"(# )?(\w+) = .+", line)
+        if match and re.fullmatch(r"#( #)? \S.*", above):
+            commented.add(match[2])
+    models: list[type[BaseModel]] = [
+        PathSettings,
+        SenderSettings,
+        SmtpTransport,
+        MaildirTransport,
+        SendingSettings,
+    ]
+    keys = {f.alias or name for m in models for name, f in m.model_fields.items() if not f.exclude}
+    assert keys - commented == set()
