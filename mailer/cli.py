@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,9 +17,9 @@ from rich.table import Table
 
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
+from mailer.engine import read_status, requeue_failed, send_now, serve
 from mailer.errors import ConfigError, MailerError, Problems
 from mailer.outbox import check_events, write_previews
-from mailer.sources import load_events
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -112,25 +115,121 @@ def preview(
 
 @main.command()
 @config_option
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line, for log shippers.",
+)
 @reports_errors
-def run(config_path: Path | None) -> int:
-    """Run the service in the foreground."""
+def run(config_path: Path | None, log_format: str) -> int:
+    """Run the service in the foreground (for systemd or a terminal)."""
     settings = settings_from(config_path)
-    table = Table("event", "mail", "due", "expires", "recipients", title="Schedule")
-    problems = 0
-    for loaded in load_events(settings):
-        if loaded.event is None:
-            problems += 1
-            err.print(str(loaded.error), markup=False)
-            continue
-        for mail in loaded.event.mails:
-            table.add_row(
-                loaded.id,
-                mail.name,
-                mail.due.isoformat(),
-                mail.expires.isoformat(),
-                str(len(loaded.event.recipients_of(mail))),
-            )
-    out.print(table)
-    err.print("The delivery engine is not built yet: nothing is sent.", markup=False)
-    return EXIT_PROBLEMS if problems else EXIT_OK
+    configure_logging(log_format)
+    asyncio.run(serve(settings, clock=SystemClock()))
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.argument("event_id", required=False)
+@click.argument("mail_name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (SPEC §7).")
+@reports_errors
+def status(
+    config_path: Path | None, event_id: str | None, mail_name: str | None, as_json: bool
+) -> int:
+    """Per event and mail: due time and counts per state; per recipient with MAIL."""
+    settings = settings_from(config_path)
+    report = asyncio.run(read_status(settings, event_id=event_id, mail=mail_name))
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print_status(report)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.argument("event_id")
+@click.argument("mail_name")
+@click.option("--recipient", "address", help="Only this recipient.")
+@reports_errors
+def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
+    """Send that mail now, to those who have not had it."""
+    settings = settings_from(config_path)
+    configure_logging("text")
+    recipient = address.lower() if address else None
+    sent = asyncio.run(
+        send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
+    )
+    out.print(f"{sent} messages handed over", markup=False)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.argument("event_id")
+@click.argument("mail_name", required=False)
+@reports_errors
+def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int:
+    """Put failed deliveries back in the queue."""
+    settings = settings_from(config_path)
+    count = asyncio.run(requeue_failed(settings, event_id, mail_name, now=SystemClock().now()))
+    out.print(f"{count} failed deliveries queued again", markup=False)
+    return EXIT_OK
+
+
+def print_status(report: dict[str, Any]) -> None:
+    for event in report["events"]:
+        title = f"{event['id']}: {event['title']}"
+        if event["error"]:
+            title += f"\n[red]invalid; the last valid version is in force:[/red] {event['error']}"
+        table = Table("mail", "due", "expires", "deliveries", title=title, title_justify="left")
+        for mail in event["mails"]:
+            counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
+            table.add_row(mail["name"], _local(mail["due"]), _local(mail["expires"]), counts)
+        out.print(table)
+        for mail in event["mails"]:
+            if "deliveries" in mail:
+                detail = Table("recipient", "state", "attempts", "last reply", "sent at")
+                for d in mail["deliveries"]:
+                    detail.add_row(
+                        d["recipient"],
+                        d["state"],
+                        str(d["attempts"]),
+                        d["last_reply"] or "",
+                        _local(d["sent_at"]),
+                    )
+                out.print(detail)
+
+
+def _local(iso: str | None) -> str:
+    """ "2027-05-26T09:00:00+02:00" -> "2027-05-26 09:00" for a table."""
+    return "" if iso is None else iso[:16].replace("T", " ")
+
+
+def configure_logging(log_format: str) -> None:
+    """Log to stderr (systemd's journal and Docker collect it)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+            },
+            ensure_ascii=False,
+        )

@@ -106,5 +106,35 @@ def write_event(
             path.write_bytes(content if isinstance(content, bytes) else content.encode())
     else:
         source = root / "schedules" / f"{name}.toml"
+        source.parent.mkdir(parents=True, exist_ok=True)
     source.write_text(text, encoding="utf-8")
     return source
+
+
+def smtp_transport(port: int, *, security: str = "starttls") -> str:
+    """A [transport] table for the test server; the password comes from the environment."""
+    return f"""
+[transport]
+kind = "smtp"
+host = "127.0.0.1"
+port = {port}
+security = "{security}"
+username = "mailer"
+password_env = "MAILER_SMTP_PASSWORD"
+timeout = "3s"
+"""
+
+
+def timed_event(
+    due: str, *, people: int = 2, starts: str = "2099-06-16T09:00:00", refused: str | None = None
+) -> str:
+    """An event whose one mail is due at `due` (a TOML datetime), to `people` recipients."""
+    lines = [f'title = "Seminarium"\nstarts = {starts}\n']
+    for i in range(people):
+        lines.append(
+            f'[[recipients.people]]\nemail = "person{i:05d}@example.org"\nname = "Person {i}"\n'
+        )
+    if refused:
+        lines.append(f'[[recipients.people]]\nemail = "{refused}"\n')
+    lines.append(f'[[mail]]\nname = "invitation"\nsend_at = {due}\nto = ["all"]\n')
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Events + stored deliveries -> what to insert, retime, revive and cancel (pure).
+
+Start-up, hot reload and `rehearse` all plan through `plan_event`; none re-implements it.
+Times are unix seconds (UTC), as the store keeps them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailer.events import Event
+from mailer.message import message_id
+
+
+class DeliveryState(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+# Waiting to go out: the plan may still move or cancel them.
+PENDING = frozenset({DeliveryState.SCHEDULED, DeliveryState.RETRYING})
+# Ended without being sent; a plan that wants them again (a recipient put back, an event
+# moved) brings them back.
+REVIVABLE = frozenset({DeliveryState.CANCELLED, DeliveryState.EXPIRED})
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A delivery the event asks for now."""
+
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A delivery the database already has."""
+
+    id: int
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    state: DeliveryState
+
+
+@dataclass(frozen=True)
+class Retime:
+    id: int
+    due: float
+    expires: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The changes that make the database match one event."""
+
+    event_id: str
+    inserts: tuple[Wanted, ...] = ()
+    retimes: tuple[Retime, ...] = ()
+    revives: tuple[Retime, ...] = ()
+    cancels: tuple[int, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.inserts or self.retimes or self.revives or self.cancels)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.inserts)} added, {len(self.retimes)} retimed, "
+            f"{len(self.revives)} revived, {len(self.cancels)} cancelled"
+        )
+
+
+def wanted_deliveries(event: Event, *, domain: str) -> list[Wanted]:
+    """Every (mail, recipient) pair the event asks for, with its times."""
+    return [
+        Wanted(
+            mail.name,
+            recipient.key,
+            mail.due.timestamp(),
+            mail.expires.timestamp(),
+            message_id(event.id, mail.name, recipient.key, domain=domain),
+        )
+        for mail in event.mails
+        for recipient in event.recipients_of(mail)
+    ]
+
+
+def plan_event(event_id: str, wanted: Iterable[Wanted], stored: Iterable[Stored]) -> Plan:
+    """Compare what the event wants with what is stored.
+
+    Sent deliveries are history and never touched. One being sent right now is left alone
+    too: its outcome is recorded as it happens, and the sender checks before each message
+    that the event still wants it, so no delivery is both cancelled and sent.
+    """
+    by_key = {(s.mail, s.recipient): s for s in stored}
+    inserts, retimes, revives = [], [], []
+    for want in wanted:
+        have = by_key.pop((want.mail, want.recipient), None)
+        if have is None:
+            inserts.append(want)
+        elif (have.due, have.expires) == (want.due, want.expires):
+            if have.state == DeliveryState.CANCELLED:
+                revives.append(Retime(have.id, want.due, want.expires))
+        elif have.state in PENDING:
+            retimes.append(Retime(have.id, want.due, want.expires))
+        elif have.state in REVIVABLE:
+            revives.append(Retime(have.id, want.due, want.expires))
+    cancels = [s.id for s in by_key.values() if s.state in PENDING]
+    return Plan(event_id, tuple(inserts), tuple(retimes), tuple(revives), tuple(cancels))

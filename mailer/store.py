@@ -1,0 +1,439 @@
+"""Delivery state in SQLite through aiosqlite: the only module that speaks SQL.
+
+The unique key on (event, mail, recipient) makes "sent twice" a constraint, not a hope.
+WAL mode lets `status`, `check` and `preview` read while the service writes; in WAL mode
+a committed transaction survives `kill -9` whatever `synchronous` says (FULL adds only
+power-loss safety at ~5x the cost per commit, see MEASUREMENTS.md), so NORMAL it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mailer.errors import MailerError
+from mailer.plan import PENDING, DeliveryState, Plan, Stored, Wanted, plan_event
+
+# Each entry migrates the schema from version N to N+1; `PRAGMA user_version` says where we are.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            digest TEXT,             -- content hash of the last valid version
+            toml TEXT,               -- the last valid version itself, kept in force while
+            csv TEXT,                -- the file on disk is invalid, across restarts too
+            error TEXT,              -- why the file on disk is invalid now, or NULL
+            removed INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            mail TEXT NOT NULL,
+            recipient TEXT NOT NULL,  -- the lower-cased address
+            due REAL NOT NULL,        -- unix seconds
+            expires REAL NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            last_reply TEXT,
+            sent_at REAL,
+            message_id TEXT NOT NULL,
+            UNIQUE (event, mail, recipient)
+        )""",
+        """CREATE INDEX deliveries_queue ON deliveries (next_attempt)
+            WHERE state IN ('scheduled', 'retrying')""",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery INTEGER NOT NULL REFERENCES deliveries (id),
+            at REAL NOT NULL,
+            verdict TEXT NOT NULL,
+            code INTEGER,
+            reply TEXT NOT NULL
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery)",
+    ),
+)
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    # Another process (a `mailer retry`, a backup) may hold the lock for a moment.
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+)
+_PENDING_SQL = "('scheduled', 'retrying')"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for sending: state `sending` until its outcome is recorded."""
+
+    id: int
+    event: str
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    attempts: int
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt's outcome and the state it leads to, written in one transaction."""
+
+    delivery: int
+    at: float
+    verdict: str
+    code: int | None
+    reply: str
+    state: DeliveryState
+    attempts: int
+    next_attempt: float | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: str
+    source: str
+    title: str
+    digest: str | None
+    toml: str | None
+    csv: str | None
+    error: str | None
+    removed: bool
+
+
+@dataclass(frozen=True)
+class MailCounts:
+    """One mail of one event as `mailer status` shows it."""
+
+    event: str
+    mail: str
+    due: float
+    expires: float
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    recipient: str
+    state: str
+    attempts: int
+    last_reply: str | None
+    sent_at: float | None
+    due: float
+
+
+class Store:
+    """One connection, one writer at a time: every write goes through `transaction()`."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self._lock = asyncio.Lock()
+        self._pending: list[tuple[Attempt, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, aiosqlite.Error) as exc:
+            raise MailerError(f"cannot open the database: {exc}", source=path) from exc
+        for pragma in PRAGMAS:
+            await db.execute(pragma)
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
+        await self.db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, one at a time: tasks share the connection, so an
+        interleaved statement would otherwise land in another task's transaction."""
+        async with self._lock:
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone() or (0,)
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            async with self.transaction() as db:
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
+        async with self._lock, self.db.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def events(self) -> dict[str, EventRow]:
+        rows = await self._rows(
+            "SELECT id, source, title, digest, toml, csv, error, removed FROM events"
+        )
+        return {row[0]: EventRow(*row[:7], removed=bool(row[7])) for row in rows}
+
+    async def save_valid(
+        self,
+        event_id: str,
+        *,
+        source: str,
+        title: str,
+        digest: str,
+        toml: str,
+        csv: str | None,
+        plan: Plan | None,
+        now: float,
+    ) -> None:
+        """Remember the event's newest valid version, in the transaction that applies its plan."""
+        async with self.transaction() as db:
+            await db.execute(
+                """INSERT INTO events (id, source, title, digest, toml, csv, error, removed,
+                                       updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?)
+                   ON CONFLICT (id) DO UPDATE SET source = excluded.source,
+                       title = excluded.title, digest = excluded.digest, toml = excluded.toml,
+                       csv = excluded.csv, error = NULL, removed = 0,
+                       updated_at = excluded.updated_at""",
+                (event_id, source, title, digest, toml, csv, now),
+            )
+            if plan is not None:
+                await _apply(db, plan)
+
+    async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
+        """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
+        async with self.transaction() as db:
+            await db.execute(
+                """INSERT INTO events (id, source, error, updated_at) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET source = excluded.source,
+                       error = excluded.error, removed = 0, updated_at = excluded.updated_at""",
+                (event_id, source, error, now),
+            )
+
+    async def remove_event(self, event_id: str, *, now: float) -> int:
+        """The file is gone: cancel what has not gone out, keep the history."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE events SET removed = 1, error = NULL, updated_at = ? WHERE id = ?",
+                (now, event_id),
+            )
+            cursor = await db.execute(
+                f"UPDATE deliveries SET state = 'cancelled', last_reply = 'event file removed' "
+                f"WHERE event = ? AND state IN {_PENDING_SQL}",
+                (event_id,),
+            )
+            return cursor.rowcount
+
+    async def plan(self, event_id: str, wanted: Iterable[Wanted]) -> Plan:
+        """What it takes to make the stored deliveries match `wanted` (read, not applied)."""
+        rows = await self._rows(
+            "SELECT id, mail, recipient, due, expires, state FROM deliveries WHERE event = ?",
+            (event_id,),
+        )
+        stored = [Stored(r[0], r[1], r[2], r[3], r[4], DeliveryState(r[5])) for r in rows]
+        return plan_event(event_id, wanted, stored)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    async def reset_interrupted(self) -> int:
+        """After a crash: deliveries caught `sending` go back to the queue (SPEC §5.3: only
+        those in flight at the kill may be sent twice)."""
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = CASE WHEN attempts > 0 THEN 'retrying' "
+                "ELSE 'scheduled' END WHERE state = 'sending'"
+            )
+            return cursor.rowcount
+
+    async def next_due(self) -> float | None:
+        rows = await self._rows(
+            f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {_PENDING_SQL}"
+        )
+        return rows[0][0]
+
+    async def claim_due(
+        self, now: float, *, limit: int, only: tuple[str, str] | None = None
+    ) -> tuple[list[Claimed], int]:
+        """Take up to `limit` due deliveries for sending; expire those past their expiry.
+
+        `only` = (event, mail) narrows it to one mail (`mailer send`). Returns the claimed
+        ones and how many expired.
+        """
+        narrow = " AND event = :event AND mail = :mail" if only else ""
+        params = {"now": now, "limit": limit, "event": only and only[0], "mail": only and only[1]}
+        async with self.transaction() as db:
+            expired = await db.execute(
+                f"UPDATE deliveries SET state = 'expired', last_reply = 'expired before it "
+                f"could be sent' WHERE id IN (SELECT id FROM deliveries WHERE state IN "
+                f"{_PENDING_SQL} AND next_attempt <= :now AND expires <= :now{narrow})",
+                params,
+            )
+            async with db.execute(
+                f"UPDATE deliveries SET state = 'sending' WHERE id IN (SELECT id FROM deliveries "
+                f"WHERE state IN {_PENDING_SQL} AND next_attempt <= :now{narrow} "
+                f"ORDER BY next_attempt LIMIT :limit) "
+                f"RETURNING id, event, mail, recipient, due, expires, attempts, message_id",
+                params,
+            ) as cursor:
+                claimed = [Claimed(*row) for row in await cursor.fetchall()]
+        return claimed, expired.rowcount
+
+    async def record(self, attempt: Attempt) -> None:
+        """Record an outcome durably; returns once it is committed.
+
+        Outcomes that arrive while a commit is under way are committed together in the next
+        one (group commit), so N sessions cost about one commit per round, not N.
+        """
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((attempt, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.record_now([attempt for attempt, _ in batch])
+            except Exception as exc:  # every waiter learns that its outcome is not durable
+                for _, done in batch:
+                    done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    done.set_result(None)
+
+    async def record_now(self, attempts: Sequence[Attempt]) -> None:
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO attempts (delivery, at, verdict, code, reply) VALUES (?, ?, ?, ?, ?)",
+                [(a.delivery, a.at, a.verdict, a.code, a.reply) for a in attempts],
+            )
+            await db.executemany(
+                "UPDATE deliveries SET state = ?, attempts = ?, last_reply = ?, "
+                "next_attempt = COALESCE(?, next_attempt), "
+                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                [
+                    (
+                        a.state.value,
+                        a.attempts,
+                        a.reply,
+                        a.next_attempt,
+                        a.state.value,
+                        a.at,
+                        a.delivery,
+                    )
+                    for a in attempts
+                ],
+            )
+
+    async def set_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str) -> None:
+        """End deliveries without an attempt (cancelled: the event no longer wants them)."""
+        async with self.transaction() as db:
+            await db.executemany(
+                "UPDATE deliveries SET state = ?, last_reply = ? WHERE id = ?",
+                [(state.value, reply, i) for i in ids],
+            )
+
+    async def requeue(
+        self,
+        event_id: str,
+        mail: str | None,
+        *,
+        states: Iterable[DeliveryState],
+        now: float,
+        recipient: str | None = None,
+    ) -> int:
+        """Put deliveries back in the queue now: `mailer retry` and `mailer send`."""
+        names = [s.value for s in states]
+        where = f"event = ? AND state IN ({', '.join('?' * len(names))})"
+        params: list[Any] = [event_id, *names]
+        for column, value in (("mail", mail), ("recipient", recipient)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE deliveries SET state = CASE WHEN attempts > 0 THEN 'retrying' "
+                f"ELSE 'scheduled' END, next_attempt = ?, "
+                f"expires = MAX(expires, ? + 3600) WHERE {where}",
+                [now, now, *params],
+            )
+            return cursor.rowcount
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
+        """Counts per state for each mail (of one event, or all), in due order."""
+        where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
+        rows = await self._rows(
+            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) FROM deliveries {where} "
+            f"GROUP BY event, mail, state ORDER BY event, MIN(due), mail",
+            params,
+        )
+        found: dict[tuple[str, str], MailCounts] = {}
+        for event, mail, due, expires, state, count in rows:
+            item = found.setdefault(
+                (event, mail),
+                MailCounts(event, mail, due, expires, dict.fromkeys(DeliveryState, 0)),
+            )
+            item.counts[DeliveryState(state)] = count
+        return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
+
+    async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
+        rows = await self._rows(
+            "SELECT recipient, state, attempts, last_reply, sent_at, due FROM deliveries "
+            "WHERE event = ? AND mail = ? ORDER BY recipient",
+            (event_id, mail),
+        )
+        return [DeliveryRow(*row) for row in rows]
+
+
+async def _apply(db: aiosqlite.Connection, plan: Plan) -> None:
+    """Write a plan. Guarded by state, so a delivery claimed meanwhile is left as it is."""
+    pending = _PENDING_SQL
+    await db.executemany(
+        "INSERT INTO deliveries (event, mail, recipient, due, expires, state, next_attempt, "
+        "message_id) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?)",
+        [
+            (plan.event_id, w.mail, w.recipient, w.due, w.expires, w.due, w.message_id)
+            for w in plan.inserts
+        ],
+    )
+    await db.executemany(
+        f"UPDATE deliveries SET due = ?, expires = ?, next_attempt = CASE WHEN state = "
+        f"'scheduled' THEN ? ELSE MAX(next_attempt, ?) END WHERE id = ? AND state IN {pending}",
+        [(r.due, r.expires, r.due, r.due, r.id) for r in plan.retimes],
+    )
+    await db.executemany(
+        "UPDATE deliveries SET state = 'scheduled', due = ?, expires = ?, next_attempt = ?, "
+        "attempts = 0 WHERE id = ? AND state IN ('cancelled', 'expired')",
+        [(r.due, r.expires, r.due, r.id) for r in plan.revives],
+    )
+    await db.executemany(
+        f"UPDATE deliveries SET state = 'cancelled', last_reply = 'no longer in the event' "
+        f"WHERE id = ? AND state IN {pending}",
+        [(i,) for i in plan.cancels],
+    )
+
+
+__all__ = ["PENDING", "Attempt", "Claimed", "DeliveryRow", "EventRow", "MailCounts", "Store"]

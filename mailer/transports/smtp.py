@@ -1,0 +1,281 @@
+"""Hands messages to an SMTP server over a small pool of kept-open aiosmtplib sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, replace
+
+import aiosmtplib
+from aiolimiter import AsyncLimiter
+
+from mailer import config
+from mailer.transports.base import Outcome, Verdict
+
+log = logging.getLogger("mailer.smtp")
+
+# Servers drop idle clients after 1-5 minutes, often without a word; a session idle this long
+# gets a NOOP before it carries a message, so a dead one is replaced instead of failing a send.
+IDLE_CHECK_S = 30.0
+# QUIT at shutdown is a courtesy: a silent server must not hold the service up longer than this.
+QUIT_TIMEOUT_S = 5.0
+NO_STARTTLS = (
+    "the server does not offer STARTTLS; refusing to send in plain text "
+    '(set transport.security = "none" only for a trusted local relay)'
+)
+# What a session can fail with below the SMTP replies: aiosmtplib's errors (disconnects and
+# timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
+_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+class _Refused(Exception):
+    """The server cannot be used as configured (no STARTTLS, no AUTH): a person must act."""
+
+
+@dataclass
+class _Slot:
+    """One place in the pool: a connected client, or None until the next send connects it."""
+
+    client: aiosmtplib.SMTP | None = None
+    last_used: float = 0.0  # loop.time() when its last transaction ended
+
+
+class SmtpTransport:
+    """Sends each message to one recipient over at most `connections` kept-open sessions.
+
+    - Pool: an aiosmtplib client must not be shared by concurrent tasks (aiosmtplib #15), and
+      a TLS + AUTH handshake costs several round trips, so `connections` slots wait in a queue;
+      a send takes one, connects it if needed, and puts it back with the session still open.
+    - Every (re)connect builds a fresh client: a client reconnected after the server hung up
+      can hang in connect() (#243) or keep stale state (#38).
+    - NOOP before reusing a session idle for `idle_check_s`: a silently dropped session is
+      replaced before MAIL FROM, so the drop costs no delivery attempt. A failure after DATA
+      is never retried here: the message may have arrived (RFC 1047); the engine decides.
+    - One limiter shared by all sessions, with capacity 1: messages leave at most one per
+      60/max_per_minute seconds, so no burst ever exceeds the per-minute figure.
+    """
+
+    def __init__(
+        self,
+        settings: config.SmtpTransport,
+        *,
+        connections: int,
+        max_per_minute: int,
+        tls_context: ssl.SSLContext | None = None,
+        idle_check_s: float = IDLE_CHECK_S,
+    ) -> None:
+        self.settings = settings
+        self.timeout_s = settings.timeout.total_seconds()
+        self.idle_check_s = idle_check_s
+        # A given context (tests pass one trusting their CA) still verifies; with
+        # validate_certs = false aiosmtplib builds one that does not.
+        self._tls_context = tls_context if settings.validate_certs else None
+        self._limiter = AsyncLimiter(1, 60 / max_per_minute) if max_per_minute > 0 else None
+        self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
+        for _ in range(connections):
+            self._idle.put_nowait(_Slot())
+        self._local_hostname: str | None = None
+        self._closed = False
+
+    async def send(self, message: bytes, *, sender: str, recipient: str) -> Outcome:
+        if self._limiter is not None:
+            await self._limiter.acquire()
+        slot = await self._idle.get()
+        is_done = False
+        try:
+            if self._closed:
+                outcome = Outcome(Verdict.RETRY, "the SMTP transport is shut down")
+            else:
+                outcome = await self._send_on(slot, message, sender=sender, recipient=recipient)
+            is_done = True
+            return replace(outcome, reply=self._scrub(outcome.reply))
+        finally:
+            if not is_done or self._closed:  # cancelled mid-transaction: the session is unusable
+                _drop(slot)
+            slot.last_used = asyncio.get_running_loop().time()
+            self._idle.put_nowait(slot)
+
+    async def close(self) -> None:
+        """Say QUIT on idle sessions; sessions still in use close when their send ends."""
+        self._closed = True
+        slots = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        await asyncio.gather(*(self._quit(slot) for slot in slots))
+        for slot in slots:
+            self._idle.put_nowait(slot)
+
+    async def _send_on(
+        self, slot: _Slot, message: bytes, *, sender: str, recipient: str
+    ) -> Outcome:
+        try:
+            client = await self._ready(slot)
+        except (_Refused, *_SESSION_ERRORS) as exc:
+            return self._session_failure(exc)
+        options = []
+        if not (sender + recipient).isascii():
+            if not client.supports_extension("smtputf8"):
+                reply = f"the server has no SMTPUTF8 for the address {recipient!r} or {sender!r}"
+                return Outcome(Verdict.FAIL, reply)
+            options.append("SMTPUTF8")
+        try:
+            _, reply = await client.sendmail(sender, [recipient], message, mail_options=options)
+        except aiosmtplib.SMTPRecipientsRefused as exc:  # sendmail sent RSET: the session is fine
+            return _by_code(exc.recipients[0].code, exc.recipients[0].message)
+        except aiosmtplib.SMTPResponseException as exc:
+            if not client.is_connected:  # 421: the server is closing the session
+                _drop(slot)
+            return _by_code(exc.code, exc.message)
+        except _SESSION_ERRORS as exc:
+            _drop(slot)
+            return self._session_failure(exc)
+        except ValueError as exc:  # an address that cannot go on a command line; nothing sent
+            return Outcome(Verdict.FAIL, f"cannot send to {recipient!r} from {sender!r}: {exc}")
+        return Outcome(Verdict.SENT, f"250 {reply}", 250)
+
+    async def _ready(self, slot: _Slot) -> aiosmtplib.SMTP:
+        """The slot's session, checked with NOOP when idle long, else a fresh connection."""
+        client = slot.client
+        if client is not None and client.is_connected:
+            idle_s = asyncio.get_running_loop().time() - slot.last_used
+            if idle_s < self.idle_check_s:
+                return client
+            try:
+                await client.noop()
+                return client
+            except _SESSION_ERRORS as exc:  # not a delivery failure: nothing was sent yet
+                log.debug(
+                    "session to %s idle %.0f s is gone (%s)", _server(self.settings), idle_s, exc
+                )
+        _drop(slot)
+        slot.client = await self._connect()
+        return slot.client
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """A new session: connect, STARTTLS when configured (or refuse), then AUTH."""
+        settings = self.settings
+        if self._local_hostname is None:  # aiosmtplib would look it up again for every client
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        log.debug("connecting to %s (security %s)", _server(settings), settings.security)
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            local_hostname=self._local_hostname,
+            timeout=self.timeout_s,
+            use_tls=settings.security == "tls",
+            start_tls=False,  # upgraded below, so that a missing STARTTLS is refused, not skipped
+            validate_certs=settings.validate_certs,
+            tls_context=self._tls_context,
+        )
+        try:
+            await client.connect()
+            if settings.security == "starttls":
+                await client.ehlo()
+                if not client.supports_extension("starttls"):
+                    raise _Refused(NO_STARTTLS)
+                await client.starttls()
+            if settings.username is not None:
+                await self._login(client, settings.username)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    async def _login(self, client: aiosmtplib.SMTP, username: str) -> None:
+        await client.ehlo()  # after STARTTLS the extensions must be asked for again (RFC 3207)
+        if not client.supports_extension("auth"):
+            raise _Refused(
+                "the server does not offer AUTH on this connection: check transport.security, "
+                "or leave out transport.username if the server needs no login"
+            )
+        password = self.settings.password
+        await client.login(username, password.get_secret_value() if password else "")
+
+    def _session_failure(self, exc: BaseException) -> Outcome:
+        """A failure of the session, not of the message: RETRY, said plainly and logged."""
+        problem = _configuration_problem(exc, self.settings)
+        level = logging.ERROR if problem else logging.WARNING
+        reply = self._scrub(problem or _connection_problem(exc, self.settings))
+        log.log(level, "%s", reply)
+        code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+        return Outcome(Verdict.RETRY, reply, code)
+
+    def _scrub(self, text: str) -> str:
+        """Whatever a server echoes back, the password never reaches a reply or a log."""
+        password = self.settings.password.get_secret_value() if self.settings.password else ""
+        return text.replace(password, "********") if password else text
+
+    async def _quit(self, slot: _Slot) -> None:
+        if slot.client is not None and slot.client.is_connected:
+            with contextlib.suppress(*_SESSION_ERRORS):  # closing anyway
+                await slot.client.quit(timeout=min(self.timeout_s, QUIT_TIMEOUT_S))
+        _drop(slot)
+
+
+def _drop(slot: _Slot) -> None:
+    """Close the slot's session without a word; the next send opens a fresh one."""
+    if slot.client is not None:
+        slot.client.close()
+        slot.client = None
+
+
+def _server(settings: config.SmtpTransport) -> str:
+    return f"{settings.host}:{settings.port}"
+
+
+def _by_code(code: int, message: str) -> Outcome:
+    """The server's verdict on this message: 5xx is final, anything else may pass later."""
+    verdict = Verdict.FAIL if 500 <= code < 600 else Verdict.RETRY
+    return Outcome(verdict, f"{code} {message}", code)
+
+
+def _configuration_problem(exc: BaseException, settings: config.SmtpTransport) -> str | None:
+    """What a person must fix (login, certificate, STARTTLS), or None for a passing fault.
+
+    These still RETRY, never FAIL: once the setting is fixed, the waiting mail must flow.
+    """
+    tls_error = _tls_error(exc)
+    if isinstance(exc, _Refused):
+        return str(exc)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        where = f"${settings.password_env}" if settings.password_env else "transport.password_env"
+        return (
+            f"authentication failed ({exc.code} {exc.message}): "
+            f"check transport.username and the password in {where}"
+        )
+    if isinstance(tls_error, ssl.SSLCertVerificationError):
+        return (
+            f"the TLS certificate of {_server(settings)} was refused "
+            f"({tls_error.verify_message}): fix the server's certificate or trust its CA; "
+            "set transport.validate_certs = false only for a trusted local relay"
+        )
+    if tls_error is not None:
+        return f"TLS with {_server(settings)} failed: {tls_error}"
+    return None
+
+
+def _connection_problem(exc: BaseException, settings: config.SmtpTransport) -> str:
+    """A passing fault (timeout, drop, refused connection, 4xx greeting) in plain words."""
+    server = _server(settings)
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {server} within {settings.timeout.total_seconds():g} s ({exc})"
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return f"{server} closed the connection ({exc})"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{server} refused the session: {exc.code} {exc.message}"
+    if isinstance(exc, OSError | aiosmtplib.SMTPConnectError):
+        return f"cannot connect to {server}: {exc}"
+    return f"SMTP session with {server} failed: {exc}"
+
+
+def _tls_error(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl error behind `exc`: aiosmtplib wraps it (implicit TLS) or not (STARTTLS)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -1,0 +1,174 @@
+"""The engine on a steered clock, real SQLite and a real Maildir: once, on time, never twice."""
+
+from __future__ import annotations
+
+import mailbox
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email import message_from_binary_file, policy
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mailer.clock import ManualClock
+from mailer.config import load_settings
+from mailer.engine import Engine
+from mailer.store import Store
+from mailer.transports.maildir import MaildirTransport
+from tests.project import make_project, write_event
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+# The project's event starts 2027-06-16 09:00; the invitation is due 21 days before at 09:00,
+# the reminder (to the two registered) 2 days before at 09:00.
+INVITATION_DUE = datetime(2027, 5, 26, 9, tzinfo=STOCKHOLM)
+REMINDER_DUE = datetime(2027, 6, 14, 9, tzinfo=STOCKHOLM)
+
+
+@asynccontextmanager
+async def engine_at(root: Path, clock: ManualClock) -> AsyncIterator[Engine]:
+    settings = load_settings(root / "config.toml")
+    store = await Store.open(settings.paths.database)
+    engine = Engine(
+        settings, store=store, transport=MaildirTransport(root / "var" / "maildir"), clock=clock
+    )
+    try:
+        await engine.load_all()
+        yield engine
+    finally:
+        await engine.transport.close()
+        await store.close()
+
+
+def maildir(root: Path) -> list[tuple[str, str]]:
+    """(recipient, subject) of every message written, sorted."""
+    if not (root / "var" / "maildir").exists():
+        return []
+    box = mailbox.Maildir(
+        root / "var" / "maildir",
+        create=False,
+        factory=lambda f: message_from_binary_file(f, policy=policy.default),
+    )
+    return sorted((str(m["To"]), str(m["Subject"])) for m in box)
+
+
+async def states(engine: Engine) -> dict[str, dict[str, int]]:
+    return {
+        m.mail: {k.value: v for k, v in m.counts.items() if v}
+        for m in await engine.store.mail_counts()
+    }
+
+
+async def test_a_mail_goes_out_at_its_time_once_and_a_restart_replays_nothing(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    clock = ManualClock(INVITATION_DUE - timedelta(minutes=1))
+    async with engine_at(tmp_path, clock) as engine:
+        assert await engine.step() == 0
+        assert await states(engine) == {
+            "invitation": {"scheduled": 2},
+            "reminder": {"scheduled": 2},
+        }
+        clock.advance(timedelta(minutes=1))
+        assert await engine.step() == 2
+        assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"scheduled": 2}}
+    async with engine_at(tmp_path, clock) as engine:  # a restart
+        assert await engine.step() == 0
+    assert [to for to, _ in maildir(tmp_path)] == [
+        "Anna Andersson <anna@example.org>",
+        "Björn Östlund <bjorn@example.org>",
+    ]
+
+
+async def test_what_fell_due_while_down_goes_out_at_once_and_what_expired_never(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    # Down from before the invitation until after the event started: both mails expired.
+    async with engine_at(
+        tmp_path, ManualClock(datetime(2027, 6, 16, 9, 30, tzinfo=STOCKHOLM))
+    ) as engine:
+        assert await engine.step() == 0
+        assert await states(engine) == {"invitation": {"expired": 2}, "reminder": {"expired": 2}}
+    assert maildir(tmp_path) == []
+
+
+async def test_a_late_start_still_sends_what_is_within_its_expiry(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    async with engine_at(tmp_path, ManualClock(REMINDER_DUE + timedelta(hours=3))) as engine:
+        assert await engine.step() == 4
+    assert len(maildir(tmp_path)) == 4
+
+
+async def test_an_edit_moves_what_is_pending_and_keeps_what_was_sent(tmp_path: Path):
+    make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    clock = ManualClock(INVITATION_DUE)
+    async with engine_at(tmp_path, clock) as engine:
+        assert await engine.step() == 2
+        # The event moves a week later and Anna is no longer registered.
+        text = source.read_text().replace("2027-06-16", "2027-06-23")
+        source.write_text(
+            text.replace(
+                'groups = ["registered"]\n\n[[recipients.people]]\nemail = "bjorn',
+                'groups = []\n\n[[recipients.people]]\nemail = "bjorn',
+                1,
+            )
+        )
+        await engine.sync([source])
+        assert await states(engine) == {
+            "invitation": {"sent": 2},
+            "reminder": {"scheduled": 1, "cancelled": 1},
+        }
+        clock.set(REMINDER_DUE)  # the old reminder time: nothing is due any more
+        assert await engine.step() == 0
+        clock.set(REMINDER_DUE + timedelta(days=7))
+        assert await engine.step() == 1
+    assert len(maildir(tmp_path)) == 3
+
+
+async def test_an_invalid_file_keeps_the_last_valid_plan_in_force_across_a_restart(tmp_path: Path):
+    make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    clock = ManualClock(INVITATION_DUE - timedelta(days=1))
+    async with engine_at(tmp_path, clock):
+        pass
+    source.write_text(source.read_text().replace('to = ["registered"]', 'to = ["registerd"]'))
+    async with engine_at(tmp_path, clock) as engine:  # restarted on the invalid file
+        assert "unknown group" in (await engine.store.events())["forlabb"].error
+        assert await states(engine) == {
+            "invitation": {"scheduled": 2},
+            "reminder": {"scheduled": 2},
+        }
+        clock.set(INVITATION_DUE)
+        assert await engine.step() == 2  # sent under the last valid version
+    assert len(maildir(tmp_path)) == 2
+
+
+async def test_a_deleted_file_cancels_what_has_not_gone_out_and_keeps_history(tmp_path: Path):
+    make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
+        await engine.step()
+        source.unlink()
+        await engine.sync([source])
+        assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"cancelled": 2}}
+
+
+async def test_a_crash_mid_send_puts_claimed_deliveries_back(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    clock = ManualClock(INVITATION_DUE)
+    async with engine_at(tmp_path, clock) as engine:
+        claimed, _ = await engine.store.claim_due(clock.now().timestamp(), limit=10)
+        assert len(claimed) == 2  # taken for sending, then the process "dies"
+    async with engine_at(tmp_path, clock) as engine:
+        assert await engine.step() == 2
+    assert len(maildir(tmp_path)) == 2
+
+
+async def test_times_are_stored_as_utc_instants(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
+        (first, *_) = await engine.store.mail_counts()
+        assert datetime.fromtimestamp(first.due, UTC) == INVITATION_DUE

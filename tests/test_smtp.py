@@ -1,0 +1,234 @@
+"""transports/smtp.py against a real aiosmtpd server in the test's loop; faults set server-side."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from mailer.config import SmtpTransport as SmtpSettings
+from mailer.transports.base import Outcome, Verdict
+from mailer.transports.smtp import NO_STARTTLS, SmtpTransport
+from tests.smtpd import BUSY_REPLY, USERNAME, Received, SmtpServer, serve_smtp, smtp_settings
+
+pytestmark = pytest.mark.timeout(10)
+
+SENDER = "info@example.org"
+ANNA = "anna@example.org"
+
+
+def build_message(recipient: str = ANNA, number: int = 1) -> bytes:
+    """A small message whose body has a leading dot and non-ASCII, both of which must survive."""
+    message = EmailMessage(policy=policy.SMTP)
+    message["From"] = SENDER
+    message["To"] = recipient
+    message["Subject"] = f"Påminnelse {number}"
+    message["Message-ID"] = f"<{number}.{recipient}>"
+    message.set_content(f"Hej!\n.en rad som börjar med punkt\n..och två\nnr {number}\n")
+    return message.as_bytes()
+
+
+@asynccontextmanager
+async def transport_for(
+    server: SmtpServer, settings: SmtpSettings | None = None, *, trust: bool = True, **options: Any
+) -> AsyncIterator[SmtpTransport]:
+    """A transport for `server`, trusting its CA unless `trust=False`; closed at the end."""
+    options = {"connections": 1, "max_per_minute": 0} | options
+    context = server.client_context() if trust else None
+    transport = SmtpTransport(settings or smtp_settings(server), tls_context=context, **options)
+    try:
+        yield transport
+    finally:
+        await transport.close()
+
+
+async def send(transport: SmtpTransport, recipient: str = ANNA, number: int = 1) -> Outcome:
+    message = build_message(recipient, number)
+    return await transport.send(message, sender=SENDER, recipient=recipient)
+
+
+async def test_starttls_and_auth_deliver_the_bytes_intact(smtp_server: SmtpServer) -> None:
+    async with transport_for(smtp_server) as transport:
+        outcome = await send(transport)
+
+    assert outcome == Outcome(Verdict.SENT, "250 2.0.0 OK: queued", 250)
+    assert smtp_server.messages == [
+        Received(
+            mail_from=SENDER,
+            rcpt_tos=(ANNA,),
+            content=build_message(),
+            message_id=f"<1.{ANNA}>",
+            tls=True,
+            login=USERNAME,
+        )
+    ]
+
+
+async def test_implicit_tls_delivers() -> None:
+    async with serve_smtp(implicit_tls=True) as server, transport_for(server) as transport:
+        outcome = await send(transport)
+
+    assert outcome.verdict is Verdict.SENT
+    assert [(m.tls, m.login, m.content) for m in server.messages] == [
+        (True, USERNAME, build_message())
+    ]
+
+
+async def test_an_untrusted_certificate_is_refused(smtp_server: SmtpServer) -> None:
+    async with transport_for(smtp_server, trust=False) as transport:
+        outcome = await send(transport)
+
+    assert outcome.verdict is Verdict.RETRY
+    assert "certificate" in outcome.reply
+    assert "validate_certs" in outcome.reply
+    assert smtp_server.messages == []
+
+
+async def test_validate_certs_false_accepts_an_untrusted_certificate(
+    smtp_server: SmtpServer,
+) -> None:
+    settings = smtp_settings(smtp_server, validate_certs=False)
+    async with transport_for(smtp_server, settings, trust=False) as transport:
+        outcome = await send(transport)
+
+    assert outcome.verdict is Verdict.SENT
+    assert [m.tls for m in smtp_server.messages] == [True]
+
+
+async def test_no_starttls_means_nothing_is_sent_in_plain_text() -> None:
+    # This server would take mail in plain text without AUTH: only the transport can refuse.
+    async with serve_smtp(starttls=False, auth_required=False) as server:
+        async with transport_for(server) as transport:
+            refused = await send(transport)
+        assert server.messages == []
+        settings = smtp_settings(server, security="none", username=None)
+        async with transport_for(server, settings) as transport:
+            plain = await send(transport)
+
+    assert refused == Outcome(Verdict.RETRY, NO_STARTTLS)
+    assert plain.verdict is Verdict.SENT
+    assert [(m.tls, m.login) for m in server.messages] == [(False, None)]
+
+
+async def test_a_wrong_password_retries_and_is_never_shown(
+    smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = "hunter2-wrong-password"
+    settings = smtp_settings(smtp_server, password=wrong)
+    with caplog.at_level(logging.DEBUG, logger="mailer.smtp"):
+        async with transport_for(smtp_server, settings) as transport:
+            outcome = await send(transport)
+
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.code == 535
+    assert outcome.reply.startswith("authentication failed (535 ")
+    assert "$MAILER_SMTP_PASSWORD" in outcome.reply
+    assert wrong not in outcome.reply
+    assert outcome.reply in caplog.text
+    assert wrong not in caplog.text
+    assert smtp_server.messages == []
+
+
+async def test_451_retries_and_the_session_stays_usable(smtp_server: SmtpServer) -> None:
+    smtp_server.faults.busy = 1
+    async with transport_for(smtp_server) as transport:
+        busy = await send(transport, number=1)
+        accepted = await send(transport, number=2)
+
+    assert busy == Outcome(Verdict.RETRY, BUSY_REPLY, 451)
+    assert accepted.verdict is Verdict.SENT
+    assert [m.message_id for m in smtp_server.messages] == [f"<2.{ANNA}>"]
+    assert smtp_server.connections == 1
+
+
+async def test_550_fails_that_recipient_only(smtp_server: SmtpServer) -> None:
+    nobody = "nobody@example.org"
+    smtp_server.faults.refuse = {nobody}
+    async with transport_for(smtp_server) as transport:
+        refused = await send(transport, nobody)
+        accepted = await send(transport, ANNA)
+
+    assert refused.verdict is Verdict.FAIL
+    assert refused.code == 550
+    assert refused.reply.startswith("550 5.1.1 <nobody@example.org>")
+    assert accepted.verdict is Verdict.SENT
+    assert [m.rcpt_tos for m in smtp_server.messages] == [(ANNA,)]
+    assert smtp_server.connections == 1
+
+
+async def test_a_dropped_connection_retries_and_the_next_send_reconnects(
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.faults.drop_at_data = 1
+    async with transport_for(smtp_server) as transport:
+        dropped = await send(transport, number=1)
+        accepted = await send(transport, number=2)
+
+    assert dropped.verdict is Verdict.RETRY
+    assert "closed the connection" in dropped.reply
+    assert accepted.verdict is Verdict.SENT
+    assert [m.message_id for m in smtp_server.messages] == [f"<2.{ANNA}>"]
+    assert smtp_server.connections == 2
+
+
+async def test_a_stalled_server_retries_within_the_timeout(smtp_server: SmtpServer) -> None:
+    smtp_server.faults.stall_at_data = 1
+    loop = asyncio.get_running_loop()
+    async with transport_for(smtp_server, smtp_settings(smtp_server, timeout="1s")) as transport:
+        started = loop.time()
+        stalled = await send(transport, number=1)
+        waited_s = loop.time() - started
+        accepted = await send(transport, number=2)
+
+    assert stalled.verdict is Verdict.RETRY
+    assert "no answer from 127.0.0.1" in stalled.reply
+    assert 0.9 <= waited_s < 2.5
+    assert accepted.verdict is Verdict.SENT
+    assert [m.message_id for m in smtp_server.messages] == [f"<2.{ANNA}>"]
+
+
+async def test_a_session_the_server_dropped_while_idle_is_replaced_silently(
+    smtp_server: SmtpServer,
+) -> None:
+    # idle_check_s=0: every reuse is checked with NOOP, whether or not the drop was seen yet.
+    async with transport_for(smtp_server, idle_check_s=0) as transport:
+        first = await send(transport, number=1)
+        smtp_server.hang_up()
+        second = await send(transport, number=2)
+        third = await send(transport, number=3)
+
+    assert [first.verdict, second.verdict, third.verdict] == [Verdict.SENT] * 3
+    assert len(smtp_server.messages) == 3
+    assert smtp_server.connections == 2
+
+
+async def test_twenty_messages_share_two_kept_open_sessions(smtp_server: SmtpServer) -> None:
+    async with transport_for(smtp_server, connections=2) as transport:
+        outcomes = await asyncio.gather(
+            *(send(transport, f"p{n}@example.org", n) for n in range(20))
+        )
+
+    assert {outcome.verdict for outcome in outcomes} == {Verdict.SENT}
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == sorted(
+        f"p{n}@example.org" for n in range(20)
+    )
+    assert smtp_server.connections == 2
+
+
+async def test_max_per_minute_holds_across_sessions(smtp_server: SmtpServer) -> None:
+    loop = asyncio.get_running_loop()
+    async with transport_for(smtp_server, connections=2, max_per_minute=120) as transport:
+        started = loop.time()
+        outcomes = await asyncio.gather(*(send(transport, number=n) for n in range(4)))
+        elapsed_s = loop.time() - started
+
+    assert {outcome.verdict for outcome in outcomes} == {Verdict.SENT}
+    # 120/min is one every 0.5 s with no burst: the 4th leaves 1.5 s after the first.
+    assert 1.4 <= elapsed_s < 4
+    assert len(smtp_server.messages) == 4
