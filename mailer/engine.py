@@ -25,7 +25,7 @@ from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.config import SmtpTransport as SmtpSettings
 from mailer.errors import MailerError
-from mailer.events import Event
+from mailer.events import Event, EventDefaults
 from mailer.outbox import Outbox
 from mailer.plan import DeliveryState, wanted_deliveries
 from mailer.policy import RetryPolicy
@@ -35,6 +35,7 @@ from mailer.store import Attempt, Claimed, Store
 from mailer.transports.base import Outcome, Transport, Verdict
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
+from mailer.watcher import watch
 
 log = logging.getLogger("mailer")
 
@@ -44,6 +45,9 @@ CLAIM_BATCH = 100
 # A `mailer retry` or `mailer send` from another process changes the queue behind our back;
 # looking at the head of the queue this often notices it (one indexed query).
 POLL_S = 2.0
+# A file that vanished or fails to parse during hot reload is read again after this pause:
+# long enough for an editor's save or a copy to finish, short enough to reload within 1 s.
+SETTLE_S = 0.3
 
 
 class Engine:
@@ -82,28 +86,58 @@ class Engine:
         sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
         await self.sync(sources, all_sources=True)
 
-    async def sync(self, sources: Iterable[Path], *, all_sources: bool = False) -> None:
+    async def sync(
+        self, sources: Iterable[Path], *, all_sources: bool = False, settle_s: float = 0.0
+    ) -> None:
         """Bring the named event files (all of them at start) into force: valid versions are
-        planned, invalid ones keep the last valid version, vanished ones are cancelled."""
+        planned, invalid ones keep the last valid version, vanished ones are cancelled.
+
+        With `settle_s` (hot reload), a file that looks deleted or invalid is read once more
+        after that pause: an editor mid-save or a copy in progress is not a deletion or an
+        error, and nothing is cancelled on its account.
+        """
         defaults = defaults_for(self.settings)
         stored = await self.store.events()
-        seen = set()
-        for source in sources:
-            loaded = await asyncio.to_thread(load_event, source, defaults=defaults)
-            seen.add(loaded.id)
-            if not source.exists():
-                await self.remove(loaded.id)
-            elif loaded.event is not None:
-                await self.apply(
-                    loaded, stored_digest=stored.get(loaded.id) and stored[loaded.id].digest
-                )
+        loaded = {s: await asyncio.to_thread(load_event, s, defaults=defaults) for s in sources}
+        doubtful = [source for source, item in loaded.items() if item.event is None]
+        if settle_s and doubtful:
+            await asyncio.sleep(settle_s)
+            for source in doubtful:
+                loaded[source] = await asyncio.to_thread(load_event, source, defaults=defaults)
+        for source, item in loaded.items():
+            known = item.id in self.events or item.id in stored
+            if settle_s and item.event is not None and await self._would_cancel(item):
+                item = await self._settled(item, settle_s=settle_s, defaults=defaults)
+            if item.event is not None:
+                row = stored.get(item.id)
+                await self.apply(item, stored_digest=row.digest if row else None)
+            elif not source.exists():
+                if known:
+                    await self.remove(item.id)
             else:
-                await self.keep_last_valid(loaded, stored)
+                await self.keep_last_valid(item, stored)
         if all_sources:
             for event_id, row in stored.items():
-                if event_id not in seen and not row.removed:
+                if event_id not in {item.id for item in loaded.values()} and not row.removed:
                     await self.remove(event_id)
         self.wakeup.set()
+
+    async def _would_cancel(self, loaded: Loaded) -> bool:
+        assert loaded.event is not None
+        wanted = wanted_deliveries(loaded.event, domain=self.settings.sender.message_id_domain)
+        return bool((await self.store.plan(loaded.id, wanted)).cancels)
+
+    async def _settled(self, loaded: Loaded, *, settle_s: float, defaults: EventDefaults) -> Loaded:
+        """A version that cancels deliveries may be a file cut off mid-write that still parses
+        (fewer recipients): read it again after a pause and take the newer reading, unless it
+        has meanwhile become invalid, in which case the last valid version stays in force."""
+        await asyncio.sleep(settle_s)
+        again = await asyncio.to_thread(load_event, loaded.source, defaults=defaults)
+        return again if again.digest != loaded.digest else loaded
+
+    async def reload(self, sources: set[Path]) -> None:
+        """Hot reload of the files the watcher saw change (SPEC §5.2)."""
+        await self.sync(sources, settle_s=SETTLE_S)
 
     async def apply(self, loaded: Loaded, *, stored_digest: str | None) -> None:
         event = loaded.event
@@ -280,6 +314,9 @@ class Engine:
         )
         self._scheduler.start()
         log.info("running: %d events in force", len(self.events))
+        watcher = asyncio.create_task(
+            watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
+        )
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
@@ -287,6 +324,8 @@ class Engine:
                 await self._arm()
                 await self._wait_for_wakeup()
         finally:
+            self.stopping.set()
+            await asyncio.gather(watcher, return_exceptions=True)
             await self._shut_down()
 
     async def _step_or_stop(self) -> None:
