@@ -17,13 +17,16 @@ from rich.table import Table
 
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
-from mailer.engine import read_status, requeue_failed, send_now, serve
 from mailer.errors import ConfigError, MailerError, Problems
 from mailer.outbox import check_events, write_previews
+from mailer.rehearsal import rehearse as run_rehearsal
+from mailer.service import read_status, requeue_failed, send_now, serve
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
-out = Console(highlight=False, soft_wrap=True)
+# Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
+PIPE_WIDTH = 160
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 config_option = click.option(
@@ -178,6 +181,51 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
     settings = settings_from(config_path)
     count = asyncio.run(requeue_failed(settings, event_id, mail_name, now=SystemClock().now()))
     out.print(f"{count} failed deliveries queued again", markup=False)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.argument("event_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--seconds", default=5.0, show_default=True, help="How long the whole timeline takes to play."
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="A new or empty folder for the scratch Maildir and database.",
+)
+@reports_errors
+def rehearse(
+    config_path: Path | None, event_file: Path, seconds: float, out_dir: Path | None
+) -> int:
+    """Play the event's whole timeline in seconds into a scratch Maildir; touches no real state."""
+    settings = settings_from(config_path)
+    result = asyncio.run(
+        run_rehearsal(settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now())
+    )
+    table = Table(
+        "due",
+        "mail",
+        "to",
+        "languages",
+        "attachments",
+        "outcome",
+        title=f"{result.event.id}: {result.event.title}",
+        title_justify="left",
+    )
+    for row in result.timeline:
+        table.add_row(
+            row.due.strftime("%Y-%m-%d %H:%M %Z"),
+            row.mail,
+            ", ".join(row.to),
+            ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items())) or "nobody yet",
+            ", ".join(row.attachments),
+            ", ".join(f"{n} {s}" for s, n in row.states.items()),
+        )
+    out.print(table)
+    out.print(f"Maildir with every message: {result.maildir}", markup=False)
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""The service: plan, wake, send, record, shut down.
+"""The service: wake, send, record, shut down (what to send is the catalog's business).
 
 The database is the queue. APScheduler holds a single wake-up, at the earliest time anything
 is due, and only wakes the engine; the engine asks the store what is due by its own clock.
@@ -10,31 +10,24 @@ repeat at most the messages in flight (SPEC §5.3).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
-import signal
 from collections import deque
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
-from mailer.config import SmtpTransport as SmtpSettings
 from mailer.errors import MailerError
-from mailer.events import Event, EventDefaults
+from mailer.events import Event
 from mailer.outbox import Outbox
-from mailer.plan import DeliveryState, wanted_deliveries
+from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
-from mailer.sources import Loaded, defaults_for, find_event_files, load_event, load_stored
-from mailer.status import status_report
 from mailer.store import Attempt, Claimed, Store
 from mailer.transports.base import Outcome, Transport, Verdict
-from mailer.transports.maildir import MaildirTransport
-from mailer.transports.smtp import SmtpTransport
 from mailer.watcher import watch
 
 log = logging.getLogger("mailer")
@@ -45,9 +38,6 @@ CLAIM_BATCH = 100
 # A `mailer retry` or `mailer send` from another process changes the queue behind our back;
 # looking at the head of the queue this often notices it (one indexed query).
 POLL_S = 2.0
-# A file that vanished or fails to parse during hot reload is read again after this pause:
-# long enough for an editor's save or a copy to finish, short enough to reload within 1 s.
-SETTLE_S = 0.3
 
 
 class Engine:
@@ -69,7 +59,7 @@ class Engine:
         self.outbox = Outbox.from_settings(settings)
         self.policy = RetryPolicy.from_settings(settings.sending)
         self.rng = rng or random.Random()
-        self.events: dict[str, Event] = {}
+        self.catalog = Catalog(settings, store=store, outbox=self.outbox, clock=clock)
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
@@ -83,116 +73,17 @@ class Engine:
             log.warning(
                 "%d deliveries were being sent at the last stop; they go out again", interrupted
             )
-        sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
-        await self.sync(sources, all_sources=True)
-
-    async def sync(
-        self, sources: Iterable[Path], *, all_sources: bool = False, settle_s: float = 0.0
-    ) -> None:
-        """Bring the named event files (all of them at start) into force: valid versions are
-        planned, invalid ones keep the last valid version, vanished ones are cancelled.
-
-        With `settle_s` (hot reload), a file that looks deleted or invalid is read once more
-        after that pause: an editor mid-save or a copy in progress is not a deletion or an
-        error, and nothing is cancelled on its account.
-        """
-        defaults = defaults_for(self.settings)
-        stored = await self.store.events()
-        loaded = {s: await asyncio.to_thread(load_event, s, defaults=defaults) for s in sources}
-        doubtful = [source for source, item in loaded.items() if item.event is None]
-        if settle_s and doubtful:
-            await asyncio.sleep(settle_s)
-            for source in doubtful:
-                loaded[source] = await asyncio.to_thread(load_event, source, defaults=defaults)
-        for source, item in loaded.items():
-            known = item.id in self.events or item.id in stored
-            if settle_s and item.event is not None and await self._would_cancel(item):
-                item = await self._settled(item, settle_s=settle_s, defaults=defaults)
-            if item.event is not None:
-                row = stored.get(item.id)
-                await self.apply(item, stored_digest=row.digest if row else None)
-            elif not source.exists():
-                if known:
-                    await self.remove(item.id)
-            else:
-                await self.keep_last_valid(item, stored)
-        if all_sources:
-            for event_id, row in stored.items():
-                if event_id not in {item.id for item in loaded.values()} and not row.removed:
-                    await self.remove(event_id)
+        await self.catalog.load_all()
         self.wakeup.set()
-
-    async def _would_cancel(self, loaded: Loaded) -> bool:
-        assert loaded.event is not None
-        wanted = wanted_deliveries(loaded.event, domain=self.settings.sender.message_id_domain)
-        return bool((await self.store.plan(loaded.id, wanted)).cancels)
-
-    async def _settled(self, loaded: Loaded, *, settle_s: float, defaults: EventDefaults) -> Loaded:
-        """A version that cancels deliveries may be a file cut off mid-write that still parses
-        (fewer recipients): read it again after a pause and take the newer reading, unless it
-        has meanwhile become invalid, in which case the last valid version stays in force."""
-        await asyncio.sleep(settle_s)
-        again = await asyncio.to_thread(load_event, loaded.source, defaults=defaults)
-        return again if again.digest != loaded.digest else loaded
 
     async def reload(self, sources: set[Path]) -> None:
         """Hot reload of the files the watcher saw change (SPEC §5.2)."""
-        await self.sync(sources, settle_s=SETTLE_S)
+        await self.catalog.sync(sources, settle_s=SETTLE_S)
+        self.wakeup.set()
 
-    async def apply(self, loaded: Loaded, *, stored_digest: str | None) -> None:
-        event = loaded.event
-        assert event is not None
-        digest = self._plan_digest(loaded.digest)
-        self.events[event.id] = event
-        self.outbox.forget(event.id)
-        plan = None
-        if digest != stored_digest:
-            wanted = wanted_deliveries(event, domain=self.settings.sender.message_id_domain)
-            plan = await self.store.plan(event.id, wanted)
-        await self.store.save_valid(
-            event.id,
-            source=str(loaded.source),
-            title=event.title,
-            digest=digest,
-            toml=loaded.toml,
-            csv=loaded.csv,
-            plan=plan,
-            now=self._now(),
-        )
-        if plan is not None and not plan.is_empty:
-            log.info("%s: plan updated: %s", event.id, plan.summary())
-
-    def _plan_digest(self, content_digest: str) -> str:
-        """The plan depends on the files and on the settings that shape times and IDs."""
-        sending, sender = self.settings.sending, self.settings.sender
-        basis = (
-            f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-            f"{sender.message_id_domain}"
-        )
-        return hashlib.sha256(basis.encode()).hexdigest()
-
-    async def keep_last_valid(self, loaded: Loaded, stored: dict) -> None:
-        """SPEC §5.2: an invalid file changes nothing; the last valid version stays in force."""
-        log.error("%s", loaded.error)
-        await self.store.save_error(
-            loaded.id, source=str(loaded.source), error=str(loaded.error), now=self._now()
-        )
-        row = stored.get(loaded.id)
-        if loaded.id not in self.events and row is not None and row.toml:
-            try:
-                self.events[loaded.id] = load_stored(
-                    loaded.source,
-                    toml=row.toml,
-                    csv_text=row.csv,
-                    defaults=defaults_for(self.settings),
-                )
-            except MailerError as exc:
-                log.error("%s: the last valid version no longer loads: %s", loaded.id, exc)
-
-    async def remove(self, event_id: str) -> None:
-        cancelled = await self.store.remove_event(event_id, now=self._now())
-        self.events.pop(event_id, None)
-        log.info("%s: event file removed; %d undelivered deliveries cancelled", event_id, cancelled)
+    @property
+    def events(self) -> dict[str, Event]:
+        return self.catalog.events
 
     # -- sending --------------------------------------------------------------------------
 
@@ -241,16 +132,13 @@ class Engine:
 
     async def deliver(self, claimed: Claimed) -> DeliveryState:
         """Compose, send and record one delivery; the state it ended in."""
-        event = self.events.get(claimed.event)
-        mail = event and next((m for m in event.mails if m.name == claimed.mail), None)
-        recipient = mail and next(
-            (r for r in event.recipients_of(mail) if r.key == claimed.recipient), None
-        )
-        if event is None or mail is None or recipient is None:
+        found = self.catalog.find(claimed.event, claimed.mail, claimed.recipient)
+        if found is None:  # edited away since it was planned: never sent, not an error
             await self.store.set_state(
                 [claimed.id], DeliveryState.CANCELLED, reply="no longer in the event"
             )
             return DeliveryState.CANCELLED
+        event, mail, recipient = found
         now = self.clock.now()
         try:
             message = self.outbox.compose(event, mail, recipient, now=now)
@@ -300,9 +188,16 @@ class Engine:
 
     # -- running --------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """The service, until `stop()`: load, then send what is due, re-arm, sleep."""
-        await self.load_all()
+    async def run(self, *, sources: list[Path] | None = None, watch_folder: bool = True) -> None:
+        """The service, until `stop()`: load, then send what is due, re-arm, sleep.
+
+        `sources` limits it to those event files and `watch_folder=False` turns hot reload off:
+        what `mailer rehearse` needs to play one event on the real engine.
+        """
+        if sources is None:
+            await self.load_all()
+        else:
+            await self.catalog.sync(sources)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._poke,
@@ -316,6 +211,8 @@ class Engine:
         log.info("running: %d events in force", len(self.events))
         watcher = asyncio.create_task(
             watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
+            if watch_folder
+            else self.stopping.wait()
         )
         try:
             while not self.stopping.is_set():
@@ -385,82 +282,3 @@ class Engine:
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
-
-
-def transport_for(settings: Settings) -> Transport:
-    """The transport `[transport] kind` names."""
-    if isinstance(settings.transport, SmtpSettings):
-        return SmtpTransport(
-            settings.transport,
-            connections=settings.sending.connections,
-            max_per_minute=settings.sending.max_per_minute,
-        )
-    return MaildirTransport(settings.transport.path)
-
-
-async def serve(settings: Settings, *, clock: Clock) -> None:
-    """`mailer run`: the service until SIGTERM or SIGINT, then a clean stop."""
-    store = await Store.open(settings.paths.database)
-    engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, engine.stop)
-    try:
-        await engine.run()
-    finally:
-        await store.close()
-
-
-async def send_now(
-    settings: Settings, event_id: str, mail: str, *, recipient: str | None, clock: Clock
-) -> int:
-    """`mailer send`: queue the mail now for those who have not had it, and send it."""
-    store = await Store.open(settings.paths.database)
-    engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
-    try:
-        await engine.load_all()
-        if event_id not in engine.events or mail not in {
-            m.name for m in engine.events[event_id].mails
-        }:
-            raise MailerError(
-                f'no mail "{mail}" in a valid event "{event_id}"', source=settings.paths.schedules
-            )
-        await store.requeue(
-            event_id,
-            mail,
-            recipient=recipient,
-            now=engine._now(),
-            states=(
-                DeliveryState.SCHEDULED,
-                DeliveryState.RETRYING,
-                DeliveryState.FAILED,
-                DeliveryState.EXPIRED,
-            ),
-        )
-        return await engine.step(only=(event_id, mail))
-    finally:
-        await engine.transport.close()
-        await store.close()
-
-
-async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
-    """`mailer status`: read-only, safe while the service runs (WAL)."""
-    store = await Store.open(settings.paths.database)
-    try:
-        return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
-    finally:
-        await store.close()
-
-
-async def requeue_failed(
-    settings: Settings, event_id: str, mail: str | None, *, now: datetime
-) -> int:
-    """`mailer retry`: failed deliveries go back in the queue; a running service picks them
-    up within POLL_S, a stopped one at its next start."""
-    store = await Store.open(settings.paths.database)
-    try:
-        return await store.requeue(
-            event_id, mail, states=(DeliveryState.FAILED,), now=now.timestamp()
-        )
-    finally:
-        await store.close()

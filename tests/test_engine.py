@@ -114,7 +114,7 @@ async def test_an_edit_moves_what_is_pending_and_keeps_what_was_sent(tmp_path: P
                 1,
             )
         )
-        await engine.sync([source])
+        await engine.catalog.sync([source])
         assert await states(engine) == {
             "invitation": {"sent": 2},
             "reminder": {"scheduled": 1, "cancelled": 1},
@@ -150,7 +150,7 @@ async def test_a_deleted_file_cancels_what_has_not_gone_out_and_keeps_history(tm
     async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
         await engine.step()
         source.unlink()
-        await engine.sync([source])
+        await engine.catalog.sync([source])
         assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"cancelled": 2}}
 
 

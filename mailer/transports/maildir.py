@@ -18,10 +18,14 @@ class MaildirTransport:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._box: mailbox.Maildir | None = None
+        # One writer at a time: concurrent first sends would race to create the folders, and
+        # mailbox's names for temporary files are not safe across threads.
+        self._lock = asyncio.Lock()
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> Outcome:
         try:
-            key = await asyncio.to_thread(self._add, message)
+            async with self._lock:
+                key = await asyncio.to_thread(self._add, message)
         except OSError as exc:
             # A full disk or a folder we may not write to: nothing was delivered, try later.
             return Outcome(
@@ -31,6 +35,7 @@ class MaildirTransport:
 
     def _add(self, message: bytes) -> str:
         if self._box is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)  # mailbox makes only the last
             self._box = mailbox.Maildir(self.path, create=True)
         return self._box.add(message)
 

@@ -1,0 +1,163 @@
+"""The events in force: event files in, last valid versions kept, deliveries planned.
+
+At start every event file is read and planned; on hot reload only the files that changed.
+A valid version is planned into the store and kept there (file text and CSV), so that while
+the file on disk is invalid, across restarts too, the last valid version stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from mailer.clock import Clock
+from mailer.config import Settings
+from mailer.errors import MailerError
+from mailer.events import Event, EventDefaults, Mail, Recipient
+from mailer.outbox import Outbox
+from mailer.plan import wanted_deliveries
+from mailer.sources import Loaded, defaults_for, find_event_files, load_event, load_stored
+from mailer.store import Store
+
+log = logging.getLogger("mailer")
+
+# A file that vanished, fails to parse or would cancel deliveries during hot reload is read
+# again after this pause: long enough for an editor's save or a copy to finish, short enough
+# to reload within a second.
+SETTLE_S = 0.3
+
+
+class Catalog:
+    """Which version of each event is in force, and its plan in the store."""
+
+    def __init__(self, settings: Settings, *, store: Store, outbox: Outbox, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.outbox = outbox
+        self.clock = clock
+        self.events: dict[str, Event] = {}
+
+    def find(
+        self, event_id: str, mail_name: str, recipient_key: str
+    ) -> tuple[Event, Mail, Recipient] | None:
+        """The event, mail and person a delivery is for, if the version in force still has them."""
+        event = self.events.get(event_id)
+        mail = event and next((m for m in event.mails if m.name == mail_name), None)
+        if event is None or mail is None:
+            return None
+        recipient = next((r for r in event.recipients_of(mail) if r.key == recipient_key), None)
+        return (event, mail, recipient) if recipient else None
+
+    async def load_all(self) -> None:
+        """Rebuild the plan from the event files and the database (SPEC §5.1)."""
+        sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
+        await self.sync(sources, all_sources=True)
+
+    async def sync(
+        self, sources: Iterable[Path], *, all_sources: bool = False, settle_s: float = 0.0
+    ) -> None:
+        """Bring the named event files (all of them at start) into force: valid versions are
+        planned, invalid ones keep the last valid version, vanished ones are cancelled.
+
+        With `settle_s` (hot reload), a file that looks deleted or invalid is read once more
+        after that pause: an editor mid-save or a copy in progress is not a deletion or an
+        error, and nothing is cancelled on its account.
+        """
+        defaults = defaults_for(self.settings)
+        stored = await self.store.events()
+        loaded = {s: await asyncio.to_thread(load_event, s, defaults=defaults) for s in sources}
+        doubtful = [source for source, item in loaded.items() if item.event is None]
+        if settle_s and doubtful:
+            await asyncio.sleep(settle_s)
+            for source in doubtful:
+                loaded[source] = await asyncio.to_thread(load_event, source, defaults=defaults)
+        for source, item in loaded.items():
+            known = item.id in self.events or item.id in stored
+            if settle_s and item.event is not None and await self._would_cancel(item):
+                item = await self._settled(item, settle_s=settle_s, defaults=defaults)
+            if item.event is not None:
+                row = stored.get(item.id)
+                await self.apply(item, stored_digest=row.digest if row else None)
+            elif not source.exists():
+                if known:
+                    await self.remove(item.id)
+            else:
+                await self.keep_last_valid(item, stored)
+        if all_sources:
+            for event_id, row in stored.items():
+                if event_id not in {item.id for item in loaded.values()} and not row.removed:
+                    await self.remove(event_id)
+
+    async def _would_cancel(self, loaded: Loaded) -> bool:
+        assert loaded.event is not None
+        wanted = wanted_deliveries(loaded.event, domain=self.settings.sender.message_id_domain)
+        return bool((await self.store.plan(loaded.id, wanted)).cancels)
+
+    async def _settled(self, loaded: Loaded, *, settle_s: float, defaults: EventDefaults) -> Loaded:
+        """A version that cancels deliveries may be a file cut off mid-write that still parses
+        (fewer recipients): read it again after a pause and take the newer reading, unless it
+        has meanwhile become invalid, in which case the last valid version stays in force."""
+        await asyncio.sleep(settle_s)
+        again = await asyncio.to_thread(load_event, loaded.source, defaults=defaults)
+        return again if again.digest != loaded.digest else loaded
+
+    async def apply(self, loaded: Loaded, *, stored_digest: str | None) -> None:
+        event = loaded.event
+        assert event is not None
+        digest = self._plan_digest(loaded.digest)
+        self.events[event.id] = event
+        self.outbox.forget(event.id)
+        plan = None
+        if digest != stored_digest:
+            wanted = wanted_deliveries(event, domain=self.settings.sender.message_id_domain)
+            plan = await self.store.plan(event.id, wanted)
+        await self.store.save_valid(
+            event.id,
+            source=str(loaded.source),
+            title=event.title,
+            digest=digest,
+            toml=loaded.toml,
+            csv=loaded.csv,
+            plan=plan,
+            now=self._now(),
+        )
+        if plan is not None and not plan.is_empty:
+            log.info("%s: plan updated: %s", event.id, plan.summary())
+
+    def _plan_digest(self, content_digest: str) -> str:
+        """The plan depends on the files and on the settings that shape times and IDs."""
+        sending, sender = self.settings.sending, self.settings.sender
+        basis = (
+            f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
+            f"{sender.message_id_domain}"
+        )
+        return hashlib.sha256(basis.encode()).hexdigest()
+
+    async def keep_last_valid(self, loaded: Loaded, stored: dict) -> None:
+        """SPEC §5.2: an invalid file changes nothing; the last valid version stays in force."""
+        log.error("%s", loaded.error)
+        await self.store.save_error(
+            loaded.id, source=str(loaded.source), error=str(loaded.error), now=self._now()
+        )
+        row = stored.get(loaded.id)
+        if loaded.id not in self.events and row is not None and row.toml:
+            try:
+                self.events[loaded.id] = load_stored(
+                    loaded.source,
+                    toml=row.toml,
+                    csv_text=row.csv,
+                    defaults=defaults_for(self.settings),
+                )
+            except MailerError as exc:
+                log.error("%s: the last valid version no longer loads: %s", loaded.id, exc)
+
+    async def remove(self, event_id: str) -> None:
+        cancelled = await self.store.remove_event(event_id, now=self._now())
+        self.events.pop(event_id, None)
+        log.info("%s: event file removed; %d undelivered deliveries cancelled", event_id, cancelled)
+
+    def _now(self) -> float:
+        return self.clock.now().timestamp()

@@ -1,0 +1,66 @@
+"""One contract, both transports: concurrent sends each arrive once, intact, to one recipient."""
+
+from __future__ import annotations
+
+import asyncio
+import mailbox
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+
+from mailer.transports.base import Transport, Verdict
+from mailer.transports.maildir import MaildirTransport
+from mailer.transports.smtp import SmtpTransport
+from tests.smtpd import serve_smtp, smtp_settings
+
+MESSAGE = (
+    b"From: a@example.org\r\nTo: {to}\r\nSubject: =?utf-8?q?Sm=C3=B6rg=C3=A5s?=\r\n"
+    b"Message-ID: <{n}@example.org>\r\n\r\n.leading dot\r\nHej!\r\n"
+)
+
+
+@asynccontextmanager
+async def maildir(tmp_path: Path) -> AsyncIterator[tuple[Transport, Callable[[], list[bytes]]]]:
+    transport = MaildirTransport(tmp_path / "fresh" / "maildir")  # not there yet: created on use
+    yield transport, lambda: [bytes(m) for m in mailbox.Maildir(transport.path, create=False)]
+    await transport.close()
+
+
+@asynccontextmanager
+async def smtp(tmp_path: Path) -> AsyncIterator[tuple[Transport, Callable[[], list[bytes]]]]:
+    async with serve_smtp() as server:
+        transport = SmtpTransport(
+            smtp_settings(server),
+            connections=4,
+            max_per_minute=0,
+            tls_context=server.client_context(),
+        )
+        yield transport, lambda: [m.content for m in server.messages]
+        await transport.close()
+
+
+@pytest.mark.parametrize("open_transport", [maildir, smtp], ids=["maildir", "smtp"])
+async def test_concurrent_sends_each_arrive_once(tmp_path: Path, open_transport):
+    async with open_transport(tmp_path) as (transport, delivered):
+        outcomes = await asyncio.gather(
+            *(
+                transport.send(
+                    bytes(MESSAGE)
+                    .replace(b"{to}", f"p{n}@example.org".encode())
+                    .replace(b"{n}", str(n).encode()),
+                    sender="a@example.org",
+                    recipient=f"p{n}@example.org",
+                )
+                for n in range(12)
+            )
+        )
+        assert [o.verdict for o in outcomes] == [Verdict.SENT] * 12
+        messages = [message_from_bytes(raw, policy=policy.default) for raw in delivered()]
+    assert sorted(m["Message-ID"] for m in messages) == sorted(
+        f"<{n}@example.org>" for n in range(12)
+    )
+    assert {m["Subject"] for m in messages} == {"Smörgås"}
+    assert all(".leading dot" in m.get_content() for m in messages)
