@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -121,6 +122,17 @@ class Catalog:
             digest=digest,
             toml=loaded.toml,
             csv=loaded.csv,
+            mails=json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "due": m.due.timestamp(),
+                        "expires": m.expires.timestamp(),
+                        "to": list(m.to),
+                    }
+                    for m in event.mails
+                ]
+            ),
             plan=plan,
             now=self._now(),
         )

@@ -8,10 +8,12 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from babel.dates import format_timedelta
 from rich.console import Console
 from rich.table import Table
 
@@ -149,7 +151,7 @@ def status(
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print_status(report)
+        print_status(report, now=SystemClock().now())
     return EXIT_OK
 
 
@@ -229,15 +231,22 @@ def rehearse(
     return EXIT_OK
 
 
-def print_status(report: dict[str, Any]) -> None:
+def print_status(report: dict[str, Any], *, now: datetime) -> None:
     for event in report["events"]:
         title = f"{event['id']}: {event['title']}"
+        if event["removed"]:
+            title += " (file removed; history kept)"
         if event["error"]:
             title += f"\n[red]invalid; the last valid version is in force:[/red] {event['error']}"
-        table = Table("mail", "due", "expires", "deliveries", title=title, title_justify="left")
+        table = Table("mail", "due", "", "deliveries", title=title, title_justify="left")
         for mail in event["mails"]:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
-            table.add_row(mail["name"], _local(mail["due"]), _local(mail["expires"]), counts)
+            table.add_row(
+                mail["name"],
+                _local(mail["due"]),
+                _relative(mail["due"], now),
+                counts or "nobody yet",
+            )
         out.print(table)
         for mail in event["mails"]:
             if "deliveries" in mail:
@@ -251,6 +260,12 @@ def print_status(report: dict[str, Any]) -> None:
                         _local(d["sent_at"]),
                     )
                 out.print(detail)
+
+
+def _relative(iso: str, now: datetime) -> str:
+    """ "in 3 days", "2 hours ago": what an organiser wants to know at a glance."""
+    delta = datetime.fromisoformat(iso) - now
+    return format_timedelta(delta, add_direction=True, locale="en", threshold=1.5)
 
 
 def _local(iso: str | None) -> str:

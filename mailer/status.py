@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.plan import DeliveryState
-from mailer.store import Store
+from mailer.store import MailCounts, Store
 
 
 def iso(seconds: float | None, zone: ZoneInfo) -> str | None:
@@ -33,27 +34,48 @@ async def status_report(
             "removed": row.removed,
             "mails": [],
         }
-        for item in (m for m in mails if m.event == row.id):
-            if mail is not None and item.mail != mail:
-                continue
-            counts = {state.value: item.counts.get(state, 0) for state in DeliveryState}
-            described: dict[str, Any] = {
-                "name": item.mail,
-                "due": iso(item.due, zone),
-                "expires": iso(item.expires, zone),
-                "counts": counts,
-            }
-            if mail is not None:
-                described["deliveries"] = [
-                    {
-                        "recipient": d.recipient,
-                        "state": d.state,
-                        "attempts": d.attempts,
-                        "last_reply": d.last_reply,
-                        "sent_at": iso(d.sent_at, zone),
-                    }
-                    for d in await store.deliveries_of(row.id, item.mail)
-                ]
-            entry["mails"].append(described)
+        for described in _mails(row.mails, [m for m in mails if m.event == row.id], zone):
+            if mail is None or described["name"] == mail:
+                if mail is not None:
+                    described["deliveries"] = await _deliveries(store, row.id, mail, zone)
+                entry["mails"].append(described)
         report.append(entry)
     return {"events": report}
+
+
+def _mails(planned_json: str, counted: list[MailCounts], zone: ZoneInfo) -> list[dict[str, Any]]:
+    """The mails of the version in force (even those nobody gets yet), then any others that
+    still have history (a mail since removed from the event), in due order."""
+    by_name = {m.mail: m for m in counted}
+    rows = [(p["due"], p["expires"], p["name"], p["to"]) for p in json.loads(planned_json)]
+    planned = {name for _, _, name, _ in rows}
+    rows += [(m.due, m.expires, m.mail, None) for m in counted if m.mail not in planned]
+    described = []
+    for due, expires, name, to in sorted(rows, key=lambda row: row[0]):
+        item = by_name.get(name)
+        counts = {s.value: item.counts.get(s, 0) if item else 0 for s in DeliveryState}
+        described.append(
+            {
+                "name": name,
+                "to": to,
+                "due": iso(due, zone),
+                "expires": iso(expires, zone),
+                "counts": counts,
+            }
+        )
+    return described
+
+
+async def _deliveries(
+    store: Store, event_id: str, mail: str, zone: ZoneInfo
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "recipient": d.recipient,
+            "state": d.state,
+            "attempts": d.attempts,
+            "last_reply": d.last_reply,
+            "sent_at": iso(d.sent_at, zone),
+        }
+        for d in await store.deliveries_of(event_id, mail)
+    ]

@@ -61,6 +61,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
+    (
+        # The mails of the version in force (JSON: name, due, expires, to), so status shows
+        # a mail nobody gets yet, such as the follow-up lab before anyone has attended.
+        "ALTER TABLE events ADD COLUMN mails TEXT NOT NULL DEFAULT '[]'",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -110,6 +115,7 @@ class EventRow:
     csv: str | None
     error: str | None
     removed: bool
+    mails: str = "[]"
 
 
 @dataclass(frozen=True)
@@ -190,9 +196,9 @@ class Store:
 
     async def events(self) -> dict[str, EventRow]:
         rows = await self._rows(
-            "SELECT id, source, title, digest, toml, csv, error, removed FROM events"
+            "SELECT id, source, title, digest, toml, csv, error, removed, mails FROM events"
         )
-        return {row[0]: EventRow(*row[:7], removed=bool(row[7])) for row in rows}
+        return {row[0]: EventRow(*row[:7], removed=bool(row[7]), mails=row[8]) for row in rows}
 
     async def save_valid(
         self,
@@ -203,19 +209,21 @@ class Store:
         digest: str,
         toml: str,
         csv: str | None,
+        mails: str,
         plan: Plan | None,
         now: float,
     ) -> None:
         """Remember the event's newest valid version, in the transaction that applies its plan."""
         async with self.transaction() as db:
             await db.execute(
-                """INSERT INTO events (id, source, title, digest, toml, csv, error, removed,
-                                       updated_at) VALUES (?, ?, ?, ?, ?, ?, NULL, 0, ?)
+                """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
+                                       removed, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)
                    ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
-                       csv = excluded.csv, error = NULL, removed = 0,
+                       csv = excluded.csv, mails = excluded.mails, error = NULL, removed = 0,
                        updated_at = excluded.updated_at""",
-                (event_id, source, title, digest, toml, csv, now),
+                (event_id, source, title, digest, toml, csv, mails, now),
             )
             if plan is not None:
                 await _apply(db, plan)
@@ -295,7 +303,10 @@ class Store:
                 f"RETURNING id, event, mail, recipient, due, expires, attempts, message_id",
                 params,
             ) as cursor:
-                claimed = [Claimed(*row) for row in await cursor.fetchall()]
+                # RETURNING comes in no particular order: earliest due first, as claimed.
+                claimed = sorted(
+                    (Claimed(*row) for row in await cursor.fetchall()), key=lambda c: (c.due, c.id)
+                )
         return claimed, expired.rowcount
 
     async def record(self, attempt: Attempt) -> None:

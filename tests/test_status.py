@@ -1,0 +1,95 @@
+"""`mailer status`, table and --json, on a database holding every state a delivery can be in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from mailer.cli import main
+from mailer.config import load_settings
+from mailer.plan import DeliveryState as S
+from mailer.plan import Wanted
+from mailer.store import Attempt, Store
+from tests.project import make_project
+
+STATES = [s for s in S]
+MAILS = json.dumps(
+    [
+        {"name": "invitation", "due": 1.9e9, "expires": 2.0e9, "to": ["all"]},
+        {"name": "follow-up-lab", "due": 2.1e9, "expires": 2.2e9, "to": ["attended"]},
+    ]
+)
+
+
+async def fill(database: Path) -> None:
+    """One delivery per state, with the attempts and replies that lead there."""
+    store = await Store.open(database)
+    wanted = [
+        Wanted("invitation", f"{s.value}@example.org", 1.0, 2.0e9, f"<{s.value}>") for s in STATES
+    ]
+    await store.save_valid(
+        "forlabb",
+        source="schedules/forlabb.toml",
+        title="Förlabb",
+        digest="d",
+        toml="",
+        csv=None,
+        mails=MAILS,
+        plan=await store.plan("forlabb", wanted),
+        now=0,
+    )
+    claimed, _ = await store.claim_due(10.0, limit=len(STATES))
+    by_key = {c.recipient: c for c in claimed}
+    for state in STATES:
+        delivery = by_key[f"{state.value}@example.org"]
+        if state is S.SCHEDULED:
+            await store.requeue(
+                "forlabb", "invitation", states=[S.SENDING], now=5.0e9, recipient=delivery.recipient
+            )
+        elif state is not S.SENDING:
+            await store.record(
+                Attempt(
+                    delivery.id, 20.0, "x", 451, f"451 {state.value}", state, 1, next_attempt=1.95e9
+                )
+            )
+    await store.save_error(
+        "forlabb",
+        source="schedules/forlabb.toml",
+        now=30,
+        error='schedules/forlabb.toml: mail[0] "invitation".to: unknown group',
+    )
+    await store.close()
+
+
+def test_status_shows_every_state_error_and_recipient(tmp_path: Path):
+    config = make_project(tmp_path)
+    asyncio.run(fill(load_settings(config).paths.database))
+    runner = CliRunner()
+    as_json = runner.invoke(main, ["status", "-c", str(config), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    (event,) = json.loads(as_json.output)["events"]
+    assert event["id"] == "forlabb" and event["title"] == "Förlabb"
+    assert event["error"].endswith("unknown group")
+    invitation, follow_up = event["mails"]
+    assert invitation["name"] == "invitation"
+    assert invitation["due"] == "2030-03-17T18:46:40+01:00"  # ISO 8601, Stockholm offset
+    assert invitation["counts"] == dict.fromkeys((s.value for s in STATES), 1)
+    assert follow_up["counts"] == dict.fromkeys((s.value for s in STATES), 0)  # nobody yet
+
+    detail = runner.invoke(main, ["status", "-c", str(config), "forlabb", "invitation", "--json"])
+    deliveries = json.loads(detail.output)["events"][0]["mails"][0]["deliveries"]
+    by_state = {d["state"]: d for d in deliveries}
+    assert set(by_state) == {s.value for s in STATES}
+    assert by_state["sent"]["sent_at"] is not None and by_state["sent"]["attempts"] == 1
+    assert by_state["failed"]["last_reply"] == "451 failed"
+
+    table = runner.invoke(main, ["status", "-c", str(config)])
+    assert table.exit_code == 0
+    assert "invalid; the last valid version is in force" in table.output
+    assert "1 scheduled, 1 sending, 1 sent, 1 retrying, 1 failed, 1 cancelled, 1 expired" in (
+        table.output
+    )
+    assert "nobody yet" in table.output
