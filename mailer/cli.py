@@ -247,6 +247,8 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
                 _relative(mail["due"], now),
                 counts or "nobody yet",
             )
+            if mail["problem"]:
+                table.add_row("", "", "", f"[red]last problem:[/red] {mail['problem']}")
         out.print(table)
         for mail in event["mails"]:
             if "deliveries" in mail:

@@ -63,6 +63,7 @@ class Engine:
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
+        self._paused_until: float | None = None
 
     # -- planning -------------------------------------------------------------------------
 
@@ -97,16 +98,19 @@ class Engine:
         claimed: deque[Claimed] = deque()
         claim_lock = asyncio.Lock()
 
+        def may_go_on() -> bool:
+            return not self.stopping.is_set() and not self._is_paused()
+
         async def take() -> Claimed | None:
             async with claim_lock:
-                if not claimed and not self.stopping.is_set():
+                if not claimed and may_go_on():
                     batch, expired = await self.store.claim_due(
                         self._now(), limit=CLAIM_BATCH, only=only
                     )
                     if expired:
                         log.warning("%d deliveries expired before they could be sent", expired)
                     claimed.extend(batch)
-                return claimed.popleft() if claimed and not self.stopping.is_set() else None
+                return claimed.popleft() if claimed and may_go_on() else None
 
         async def session() -> int:
             sent = 0
@@ -125,10 +129,25 @@ class Engine:
                 sent += 1
             return sent
 
+        if self._is_paused():
+            return 0
         counts = await asyncio.gather(
             *(session() for _ in range(self.settings.sending.connections))
         )
+        if claimed:  # paused or stopping with claims in hand: back to the queue, untouched
+            await self.store.release([c.id for c in claimed])
         return sum(counts)
+
+    def _is_paused(self) -> bool:
+        return self._paused_until is not None and self._now() < self._paused_until
+
+    def _pause(self, reply: str) -> None:
+        """A fault every message would share (a refused login, a refused certificate): stop
+        sending until `backoff_first` has passed, instead of failing one login per delivery
+        (which can also lock the account), and say loudly what to fix."""
+        pause_s = self.settings.sending.backoff_first.total_seconds()
+        self._paused_until = self._now() + pause_s
+        log.error("sending paused for %.0f s until this is fixed: %s", pause_s, reply)
 
     async def deliver(self, claimed: Claimed) -> DeliveryState:
         """Compose, send and record one delivery; the state it ended in."""
@@ -182,6 +201,8 @@ class Engine:
             step.state.value,
             outcome.reply,
         )
+        if outcome.needs_attention:
+            self._pause(outcome.reply)
         if step.next_attempt is not None:
             self.wakeup.set()
         return step.state
@@ -246,6 +267,8 @@ class Engine:
         next_due = await self.store.next_due()
         if next_due is None or self._scheduler is None:
             return
+        if self._paused_until is not None:
+            next_due = max(next_due, self._paused_until)
         when = self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
         self._scheduler.add_job(
             self._poke,

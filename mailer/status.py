@@ -61,6 +61,7 @@ def _mails(planned_json: str, counted: list[MailCounts], zone: ZoneInfo) -> list
                 "due": iso(due, zone),
                 "expires": iso(expires, zone),
                 "counts": counts,
+                "problem": item.problem if item else None,
             }
         )
     return described

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,8 @@ PRAGMAS = (
     "PRAGMA foreign_keys = ON",
 )
 _PENDING_SQL = "('scheduled', 'retrying')"
+# Back in the queue as it was before it was claimed: retrying if it had been tried before.
+_REQUEUED = "state = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'scheduled' END"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,7 @@ class MailCounts:
     due: float
     expires: float
     counts: dict[str, int]
+    problem: str | None = None  # a reply of a retrying or failed delivery: what went wrong
 
 
 @dataclass(frozen=True)
@@ -267,11 +270,16 @@ class Store:
         """After a crash: deliveries caught `sending` go back to the queue (SPEC §5.3: only
         those in flight at the kill may be sent twice)."""
         async with self.transaction() as db:
-            cursor = await db.execute(
-                "UPDATE deliveries SET state = CASE WHEN attempts > 0 THEN 'retrying' "
-                "ELSE 'scheduled' END WHERE state = 'sending'"
-            )
+            cursor = await db.execute(f"UPDATE deliveries SET {_REQUEUED} WHERE state = 'sending'")
             return cursor.rowcount
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Claimed but not sent (sending paused or stopping): back to the queue as they were."""
+        async with self.transaction() as db:
+            await db.executemany(
+                f"UPDATE deliveries SET {_REQUEUED} WHERE id = ? AND state = 'sending'",
+                [(i,) for i in ids],
+            )
 
     async def next_due(self) -> float | None:
         rows = await self._rows(
@@ -384,8 +392,7 @@ class Store:
                 params.append(value)
         async with self.transaction() as db:
             cursor = await db.execute(
-                f"UPDATE deliveries SET state = CASE WHEN attempts > 0 THEN 'retrying' "
-                f"ELSE 'scheduled' END, next_attempt = ?, "
+                f"UPDATE deliveries SET {_REQUEUED}, next_attempt = ?, "
                 f"expires = MAX(expires, ? + 3600) WHERE {where}",
                 [now, now, *params],
             )
@@ -397,17 +404,19 @@ class Store:
         """Counts per state for each mail (of one event, or all), in due order."""
         where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
         rows = await self._rows(
-            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) FROM deliveries {where} "
-            f"GROUP BY event, mail, state ORDER BY event, MIN(due), mail",
+            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*), MAX(last_reply) "
+            f"FROM deliveries {where} GROUP BY event, mail, state",
             params,
         )
         found: dict[tuple[str, str], MailCounts] = {}
-        for event, mail, due, expires, state, count in rows:
+        for event, mail, due, expires, state, count, reply in rows:
             item = found.setdefault(
                 (event, mail),
                 MailCounts(event, mail, due, expires, dict.fromkeys(DeliveryState, 0)),
             )
             item.counts[DeliveryState(state)] = count
+            if state in (DeliveryState.RETRYING, DeliveryState.FAILED) and reply:
+                found[event, mail] = replace(item, problem=reply)
         return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
 
     async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:

@@ -36,6 +36,11 @@ class Faults:
     refuse: set[str] = field(default_factory=set)  # answer 550 at RCPT TO for these addresses
     drop_at_data: int = 0  # close the connection instead of answering the next N messages
     stall_at_data: int = 0  # sleep STALL_S before answering the next N messages
+    # What to do with the next messages, one entry each, before the counters above apply:
+    # "ok" (accept as usual), an SMTP reply ("421 …", "452 …"), "drop" (hang up without a
+    # reply, message not kept) or "drop-after" (keep it, then hang up before the 250: the
+    # duplicate RFC 1047 says no client can avoid).
+    script: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,15 @@ class _Handler:
 
     async def handle_DATA(self, smtpd: SMTP, session: Session, envelope: Envelope) -> str:
         faults = self.server.faults
+        step = faults.script.pop(0) if faults.script else "ok"
+        if step != "ok":
+            if step == "drop-after":
+                self._keep(session, envelope)
+            if step.startswith("drop"):
+                assert smtpd.transport is not None
+                smtpd.transport.close()
+                return "451 4.3.0 connection dropped"  # never seen: the transport is closed
+            return step
         if faults.drop_at_data:
             faults.drop_at_data -= 1
             assert smtpd.transport is not None
@@ -77,6 +91,10 @@ class _Handler:
         if faults.busy:
             faults.busy -= 1
             return BUSY_REPLY
+        self._keep(session, envelope)
+        return "250 2.0.0 OK: queued"
+
+    def _keep(self, session: Session, envelope: Envelope) -> None:
         content = envelope.original_content or b""
         parsed = message_from_bytes(content, policy=policy.default)
         auth = session.auth_data
@@ -91,7 +109,6 @@ class _Handler:
                 login=login,
             )
         )
-        return "250 2.0.0 OK: queued"
 
 
 def _authenticate(

@@ -41,7 +41,10 @@ async def until(condition: Callable[[], bool], *, timeout_s: float = 10.0) -> No
 
 
 @asynccontextmanager
-async def running(root: Path, server: SmtpServer, **project: object) -> AsyncIterator[Engine]:
+async def running(
+    root: Path, server: SmtpServer, *, trust: bool = True, **project: object
+) -> AsyncIterator[Engine]:
+    """The engine running against `server`; `trust=False`: its CA is not trusted."""
     make_project(root, transport=smtp_transport(server.port), **project)  # type: ignore[arg-type]
     settings = load_settings(root / "config.toml")
     store = await Store.open(settings.paths.database)
@@ -49,7 +52,7 @@ async def running(root: Path, server: SmtpServer, **project: object) -> AsyncIte
         settings.transport,
         connections=settings.sending.connections,  # type: ignore[arg-type]
         max_per_minute=0,
-        tls_context=server.client_context(),
+        tls_context=server.client_context() if trust else None,
     )
     engine = Engine(settings, store=store, transport=transport, clock=SystemClock())
     task = asyncio.create_task(engine.run())

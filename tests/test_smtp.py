@@ -111,7 +111,7 @@ async def test_no_starttls_means_nothing_is_sent_in_plain_text() -> None:
         async with transport_for(server, settings) as transport:
             plain = await send(transport)
 
-    assert refused == Outcome(Verdict.RETRY, NO_STARTTLS)
+    assert refused == Outcome(Verdict.RETRY, NO_STARTTLS, needs_attention=True)
     assert plain.verdict is Verdict.SENT
     assert [(m.tls, m.login) for m in server.messages] == [(False, None)]
 

@@ -22,6 +22,9 @@ class Outcome:
     verdict: Verdict
     reply: str
     code: int | None = None
+    # The server cannot be used as configured (login refused, certificate refused, no
+    # STARTTLS): not this message's fault, and every other message would fail the same way.
+    needs_attention: bool = False
 
 
 class Transport(Protocol):

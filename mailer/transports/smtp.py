@@ -199,7 +199,7 @@ class SmtpTransport:
         reply = self._scrub(problem or _connection_problem(exc, self.settings))
         log.log(level, "%s", reply)
         code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
-        return Outcome(Verdict.RETRY, reply, code)
+        return Outcome(Verdict.RETRY, reply, code, needs_attention=problem is not None)
 
     def _scrub(self, text: str) -> str:
         """Whatever a server echoes back, the password never reaches a reply or a log."""
