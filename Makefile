@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint bench clean
+.PHONY: run test check lint bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# The long crash loop (issue 7): thousands of deliveries, kill -9 at seeded moments.
+soak: $(STAMP)
+	$(BIN)/python -m tests.crash_loop --people 3000 --kills 20
 
 clean:
 	rm -rf $(VENV) var preview .pytest_cache
