@@ -17,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from mailer.errors import MailerError
+from mailer.errors import ConfigError
 from mailer.plan import PENDING, DeliveryState, Plan, Stored, Wanted, plan_event
 
 # Each entry migrates the schema from version N to N+1; `PRAGMA user_version` says where we are.
@@ -153,13 +153,20 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path) -> Store:
+        """Open (creating it and its folder if need be) and migrate; an unusable path is a
+        configuration problem, said as one line naming the key."""
+        db = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in PRAGMAS:
+                await db.execute(pragma)
         except (OSError, aiosqlite.Error) as exc:
-            raise MailerError(f"cannot open the database: {exc}", source=path) from exc
-        for pragma in PRAGMAS:
-            await db.execute(pragma)
+            if db is not None:
+                await db.close()
+            raise ConfigError(
+                f"cannot open the database {path}: {exc}", key="paths.database"
+            ) from exc
         store = cls(db)
         await store._migrate()
         return store

@@ -3,41 +3,61 @@
 from __future__ import annotations
 
 import asyncio
-import mailbox
+import itertools
+import os
+import socket
+import time
 from pathlib import Path
 
 from mailer.transports.base import Outcome, Verdict
+
+SUBFOLDERS = ("tmp", "new", "cur")
 
 
 class MaildirTransport:
     """Delivers into `path/new`, readable by any mail client or `mailbox.Maildir`.
 
-    mailbox writes into `tmp/` and renames into `new/`, so a crash never leaves half a message.
+    The Maildir protocol by hand rather than `mailbox.Maildir.add`, which leaves a
+    half-written file in `tmp/` when the disk fills (its final flush is outside its clean-up)
+    and never creates `tmp/` or `cur/` in a folder that already exists. Here a message is
+    written to `tmp/`, synced, and renamed into `new/`: a reader sees all of it or nothing,
+    and a failed write leaves nothing behind.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._box: mailbox.Maildir | None = None
-        # One writer at a time: concurrent first sends would race to create the folders, and
-        # mailbox's names for temporary files are not safe across threads.
-        self._lock = asyncio.Lock()
+        self._is_ready = False
+        self._counter = itertools.count()
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> Outcome:
         try:
-            async with self._lock:
-                key = await asyncio.to_thread(self._add, message)
+            name = await asyncio.to_thread(self._deliver, message)
         except OSError as exc:
-            # A full disk or a folder we may not write to: nothing was delivered, try later.
+            # A full disk or a folder we cannot write to: nothing was delivered, try later.
+            self._is_ready = False
             return Outcome(
                 Verdict.RETRY, f"cannot write to the Maildir {self.path}: {exc.strerror}"
             )
-        return Outcome(Verdict.SENT, f"written to {self.path}/new/{key}")
+        return Outcome(Verdict.SENT, f"written to {self.path}/new/{name}")
 
-    def _add(self, message: bytes) -> str:
-        if self._box is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)  # mailbox makes only the last
-            self._box = mailbox.Maildir(self.path, create=True)
-        return self._box.add(message)
+    def _deliver(self, message: bytes) -> str:
+        if not self._is_ready:
+            for folder in SUBFOLDERS:
+                (self.path / folder).mkdir(parents=True, exist_ok=True)
+            self._is_ready = True
+        # Unique per delivery: time, process, a counter and the host, as Maildir prescribes.
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(self._counter)}.{socket.gethostname()}"
+        temporary = self.path / "tmp" / name
+        try:
+            with temporary.open("xb") as file:
+                file.write(message)
+                file.flush()
+                os.fsync(file.fileno())
+            temporary.rename(self.path / "new" / name)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return name
 
     async def close(self) -> None:
-        self._box = None
+        self._is_ready = False
