@@ -21,7 +21,7 @@ from mailer.events import Event, EventDefaults, Mail, Recipient
 from mailer.outbox import Outbox
 from mailer.plan import wanted_deliveries
 from mailer.sources import Loaded, defaults_for, find_event_files, load_event, load_stored
-from mailer.store import Store
+from mailer.store import EventRow, Store
 
 log = logging.getLogger("mailer")
 
@@ -148,9 +148,10 @@ class Catalog:
         )
         return hashlib.sha256(basis.encode()).hexdigest()
 
-    async def keep_last_valid(self, loaded: Loaded, stored: dict) -> None:
+    async def keep_last_valid(self, loaded: Loaded, stored: dict[str, EventRow]) -> None:
         """SPEC §5.2: an invalid file changes nothing; the last valid version stays in force."""
-        log.error("%s", loaded.error)
+        for problem in str(loaded.error).splitlines():  # one log line per problem
+            log.error("%s", problem)
         await self.store.save_error(
             loaded.id, source=str(loaded.source), error=str(loaded.error), now=self._now()
         )

@@ -15,12 +15,14 @@ from typing import Any
 import click
 from babel.dates import format_timedelta
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
 from mailer.errors import ConfigError, MailerError, Problems
 from mailer.outbox import check_events, write_previews
+from mailer.plan import DeliveryState
 from mailer.rehearsal import rehearse as run_rehearsal
 from mailer.service import read_status, requeue_failed, send_now, serve
 
@@ -166,11 +168,14 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
     settings = settings_from(config_path)
     configure_logging("text")
     recipient = address.lower() if address else None
-    sent = asyncio.run(
+    outcomes = asyncio.run(
         send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
     )
-    out.print(f"{sent} messages handed over", markup=False)
-    return EXIT_OK
+    summary = (
+        ", ".join(f"{n} {state}" for state, n in sorted(outcomes.items())) or "nothing to send"
+    )
+    out.print(summary, markup=False)
+    return EXIT_OK if set(outcomes) <= {DeliveryState.SENT} else EXIT_PROBLEMS
 
 
 @main.command()
@@ -237,7 +242,8 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
         if event["removed"]:
             title += " (file removed; history kept)"
         if event["error"]:
-            title += f"\n[red]invalid; the last valid version is in force:[/red] {event['error']}"
+            state = "the last valid version is in force" if event["in_force"] else "not in force"
+            title += f"\n[red]invalid; {state}:[/red] {escape(event['error'])}"
         table = Table("mail", "due", "", "deliveries", title=title, title_justify="left")
         for mail in event["mails"]:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
@@ -248,7 +254,7 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
                 counts or "nobody yet",
             )
             if mail["problem"]:
-                table.add_row("", "", "", f"[red]last problem:[/red] {mail['problem']}")
+                table.add_row("", "", "", f"[red]last problem:[/red] {escape(mail['problem'])}")
         out.print(table)
         for mail in event["mails"]:
             if "deliveries" in mail:
@@ -284,7 +290,8 @@ def configure_logging(log_format: str) -> None:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for chatty in ("apscheduler", "watchfiles"):  # their INFO lines are not the operator's news
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 class JsonFormatter(logging.Formatter):

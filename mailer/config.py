@@ -161,6 +161,26 @@ class SmtpTransport(_Section):
     # From $password_env via load_settings, never from the file; SecretStr keeps it out of repr.
     password: SecretStr | None = Field(default=None, exclude=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: Any) -> Any:
+        """The port that goes with `security`: 465 for TLS from the start, 587 to submit
+        with STARTTLS, 25 for a plain local relay."""
+        if isinstance(data, dict) and "port" not in data:
+            port = {"tls": 465, "none": 25}.get(data.get("security", "starttls"), 587)
+            return {**data, "port": port}
+        return data
+
+    @model_validator(mode="after")
+    def _login_has_password(self) -> SmtpTransport:
+        """A login name without a password would log in with an empty one and fail at 3 am."""
+        if self.username and not self.password_env:
+            raise ValueError(
+                "username is set but password_env is not: name the environment variable "
+                "that holds the password"
+            )
+        return self
+
 
 class MaildirTransport(_Section):
     kind: Literal["maildir"] = "maildir"

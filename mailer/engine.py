@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
+from collections import Counter, deque
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
-from mailer.store import Attempt, Claimed, Store
+from mailer.store import Attempt, Claimed, Narrow, Store
 from mailer.transports.base import Outcome, Transport, Verdict
 from mailer.watcher import watch
 
@@ -64,6 +64,7 @@ class Engine:
         self.stopping = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._paused_until: float | None = None
+        self.outcomes: Counter[DeliveryState] = Counter()  # how each delivery ended, so far
 
     # -- planning -------------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class Engine:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def step(self, *, only: tuple[str, str] | None = None) -> int:
+    async def step(self, *, only: Narrow | None = None) -> int:
         """Send everything due now over `connections` concurrent sessions; how many went.
 
         Each session takes the next claimed delivery, sends it and waits until its outcome
@@ -113,30 +114,30 @@ class Engine:
                 return claimed.popleft() if claimed and may_go_on() else None
 
         async def session() -> int:
-            sent = 0
+            handled = 0
             while (delivery := await take()) is not None:
                 try:
-                    await self.deliver(delivery)
-                except MailerError as exc:  # the store failed: leave it `sending` for restart
-                    log.error(
-                        "recording %s/%s to %s failed: %s",
-                        delivery.event,
-                        delivery.mail,
-                        delivery.recipient,
-                        exc,
-                    )
+                    self.outcomes[await self.deliver(delivery)] += 1
+                except BaseException:
+                    # Stopped mid-send, or the store failed: back to the queue, to be tried
+                    # again (it may have gone out: at-least-once for what is in flight).
+                    claimed.appendleft(delivery)
                     raise
-                sent += 1
-            return sent
+                handled += 1
+            return handled
 
         if self._is_paused():
             return 0
-        counts = await asyncio.gather(
-            *(session() for _ in range(self.settings.sending.connections))
-        )
-        if claimed:  # paused or stopping with claims in hand: back to the queue, untouched
-            await self.store.release([c.id for c in claimed])
-        return sum(counts)
+        try:  # one session failing (the store) stops the others: a TaskGroup cancels them
+            async with asyncio.TaskGroup() as sessions:
+                tasks = [
+                    sessions.create_task(session())
+                    for _ in range(self.settings.sending.connections)
+                ]
+        finally:  # paused, stopping or failed with claims in hand: back to the queue
+            if claimed:
+                await asyncio.shield(self.store.release([c.id for c in claimed]))
+        return sum(task.result() for task in tasks)
 
     def _is_paused(self) -> bool:
         return self._paused_until is not None and self._now() < self._paused_until
@@ -174,7 +175,7 @@ class Engine:
         step = self.policy.after(
             outcome.verdict,
             attempts_made=claimed.attempts + 1,
-            due=claimed.due,
+            first_attempt=claimed.first_attempt if claimed.first_attempt is not None else now,
             expires=claimed.expires,
             now=now,
             rng=self.rng,
@@ -258,7 +259,9 @@ class Engine:
             if not step.done():
                 log.warning("shutdown: sends still in flight after %.0f s abandoned", grace)
                 step.cancel()
-        await asyncio.gather(step, return_exceptions=True)
+        (result,) = await asyncio.gather(step, return_exceptions=True)
+        if isinstance(result, Exception):  # the store failed (a lock held too long, a full disk)
+            log.error("sending stopped for now: %s", result)
 
     async def _arm(self) -> None:
         """One wake-up at the earliest due time; `misfire_grace_time=None` because a late
@@ -299,8 +302,6 @@ class Engine:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         await self.transport.close()
-        # Claimed but never handed over: back to the queue for the next start.
-        await self.store.reset_interrupted()
         log.info("stopped")
 
     def _now(self) -> float:

@@ -194,6 +194,7 @@ def _preview_recipients(
             )
         return chosen
     first_per_language: dict[str, Recipient] = {}
-    for recipient in recipients:
+    # Nobody gets it yet (the follow-up lab before the event): show it for a sample person.
+    for recipient in recipients or event.recipients[:1]:
         first_per_language.setdefault(renderer.language_for(event, mail, recipient), recipient)
     return list(first_per_language.values())

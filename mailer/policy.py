@@ -45,18 +45,20 @@ class RetryPolicy:
         verdict: Verdict,
         *,
         attempts_made: int,
-        due: float,
+        first_attempt: float,
         expires: float,
         now: float,
         rng: random.Random,
     ) -> Next:
-        """What an attempt's verdict means for the delivery."""
+        """What an attempt's verdict means for the delivery. `give_up_after` counts from the
+        first attempt, not the due time: a delivery that went out late (a late registrant,
+        after an outage) still gets its full share of retries."""
         if verdict is Verdict.SENT:
             return Next(DeliveryState.SENT)
         if verdict is Verdict.FAIL or attempts_made >= self.attempts:
             return Next(DeliveryState.FAILED)
         retry_at = now + self.backoff_s(attempts_made, rng)
-        if retry_at - due > self.give_up_after_s:
+        if retry_at - first_attempt > self.give_up_after_s:
             return Next(DeliveryState.FAILED)
         if retry_at >= expires:
             return Next(DeliveryState.EXPIRED)

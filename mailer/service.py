@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from datetime import datetime
 
 from mailer.clock import Clock
@@ -17,7 +18,7 @@ from mailer.engine import Engine
 from mailer.errors import MailerError
 from mailer.plan import DeliveryState
 from mailer.status import status_report
-from mailer.store import Store
+from mailer.store import Narrow, Store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -49,12 +50,14 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
 
 async def send_now(
     settings: Settings, event_id: str, mail: str, *, recipient: str | None, clock: Clock
-) -> int:
-    """`mailer send`: queue the mail now for those who have not had it, and send it."""
+) -> Counter[DeliveryState]:
+    """`mailer send`: queue the mail now for those who have not had it, send it, and say
+    how each delivery ended. Safe while the service runs: what the service has in flight is
+    left alone (no reset of `sending` here), and a claim is taken by one process only."""
     store = await Store.open(settings.paths.database)
     engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
     try:
-        await engine.load_all()
+        await engine.catalog.load_all()
         if event_id not in engine.events or mail not in {
             m.name for m in engine.events[event_id].mails
         }:
@@ -73,7 +76,8 @@ async def send_now(
                 DeliveryState.EXPIRED,
             ),
         )
-        return await engine.step(only=(event_id, mail))
+        await engine.step(only=Narrow(event_id, mail, recipient))
+        return engine.outcomes
     finally:
         await engine.transport.close()
         await store.close()
@@ -81,6 +85,8 @@ async def send_now(
 
 async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
     """`mailer status`: read-only, safe while the service runs (WAL)."""
+    if not settings.paths.database.exists():  # the service has not run yet: nothing to show
+        return {"events": []}
     store = await Store.open(settings.paths.database)
     try:
         return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)

@@ -31,6 +31,7 @@ async def status_report(
             "title": row.title,
             "file": row.source,
             "error": row.error,
+            "in_force": row.digest is not None,  # has a valid version, whatever the file says
             "removed": row.removed,
             "mails": [],
         }

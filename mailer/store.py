@@ -66,6 +66,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # a mail nobody gets yet, such as the follow-up lab before anyone has attended.
         "ALTER TABLE events ADD COLUMN mails TEXT NOT NULL DEFAULT '[]'",
     ),
+    (
+        # give_up_after counts from the first attempt: a late registrant's delivery, due
+        # days ago, must not fail on its first 451.
+        "ALTER TABLE deliveries ADD COLUMN first_attempt REAL",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -91,6 +96,16 @@ class Claimed:
     expires: float
     attempts: int
     message_id: str
+    first_attempt: float | None = None
+
+
+@dataclass(frozen=True)
+class Narrow:
+    """One mail of one event, or one recipient of it: what `mailer send` asks for."""
+
+    event: str
+    mail: str
+    recipient: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +207,13 @@ class Store:
     async def _migrate(self) -> None:
         async with self.db.execute("PRAGMA user_version") as cursor:
             (version,) = await cursor.fetchone() or (0,)
+        if version > len(MIGRATIONS):
+            await self.db.close()
+            raise ConfigError(
+                f"the database is from a newer mailer (schema {version}; this "
+                f"one knows up to {len(MIGRATIONS)}): upgrade mailer",
+                key="paths.database",
+            )
         for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
             async with self.transaction() as db:
                 for statement in statements:
@@ -295,15 +317,19 @@ class Store:
         return rows[0][0]
 
     async def claim_due(
-        self, now: float, *, limit: int, only: tuple[str, str] | None = None
+        self, now: float, *, limit: int, only: Narrow | None = None
     ) -> tuple[list[Claimed], int]:
         """Take up to `limit` due deliveries for sending; expire those past their expiry.
 
-        `only` = (event, mail) narrows it to one mail (`mailer send`). Returns the claimed
-        ones and how many expired.
+        `only` narrows it to one mail, or one recipient of it (`mailer send`). Returns the
+        claimed ones and how many expired.
         """
-        narrow = " AND event = :event AND mail = :mail" if only else ""
-        params = {"now": now, "limit": limit, "event": only and only[0], "mail": only and only[1]}
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        narrow = ""
+        if only is not None:
+            params.update(event=only.event, mail=only.mail, recipient=only.recipient)
+            narrow = " AND event = :event AND mail = :mail"
+            narrow += " AND recipient = :recipient" if only.recipient else ""
         async with self.transaction() as db:
             expired = await db.execute(
                 f"UPDATE deliveries SET state = 'expired', last_reply = 'expired before it "
@@ -315,7 +341,8 @@ class Store:
                 f"UPDATE deliveries SET state = 'sending' WHERE id IN (SELECT id FROM deliveries "
                 f"WHERE state IN {_PENDING_SQL} AND next_attempt <= :now{narrow} "
                 f"ORDER BY next_attempt LIMIT :limit) "
-                f"RETURNING id, event, mail, recipient, due, expires, attempts, message_id",
+                f"RETURNING id, event, mail, recipient, due, expires, attempts, message_id, "
+                f"first_attempt",
                 params,
             ) as cursor:
                 # RETURNING comes in no particular order: earliest due first, as claimed.
@@ -355,19 +382,19 @@ class Store:
                 [(a.delivery, a.at, a.verdict, a.code, a.reply) for a in attempts],
             )
             await db.executemany(
-                "UPDATE deliveries SET state = ?, attempts = ?, last_reply = ?, "
-                "next_attempt = COALESCE(?, next_attempt), "
-                "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                "UPDATE deliveries SET state = :state, attempts = :attempts, "
+                "last_reply = :reply, next_attempt = COALESCE(:next, next_attempt), "
+                "first_attempt = COALESCE(first_attempt, :at), "
+                "sent_at = CASE WHEN :state = 'sent' THEN :at ELSE sent_at END WHERE id = :id",
                 [
-                    (
-                        a.state.value,
-                        a.attempts,
-                        a.reply,
-                        a.next_attempt,
-                        a.state.value,
-                        a.at,
-                        a.delivery,
-                    )
+                    {
+                        "state": a.state.value,
+                        "attempts": a.attempts,
+                        "reply": a.reply,
+                        "next": a.next_attempt,
+                        "at": a.at,
+                        "id": a.delivery,
+                    }
                     for a in attempts
                 ],
             )
@@ -389,7 +416,11 @@ class Store:
         now: float,
         recipient: str | None = None,
     ) -> int:
-        """Put deliveries back in the queue now: `mailer retry` and `mailer send`."""
+        """Put deliveries back in the queue now, as new: `mailer retry` and `mailer send`.
+
+        Attempts start from zero again (their history stays in the attempt log), and an
+        expiry that has passed gets an hour, since a person asked for this now.
+        """
         names = [s.value for s in states]
         where = f"event = ? AND state IN ({', '.join('?' * len(names))})"
         params: list[Any] = [event_id, *names]
@@ -399,8 +430,8 @@ class Store:
                 params.append(value)
         async with self.transaction() as db:
             cursor = await db.execute(
-                f"UPDATE deliveries SET {_REQUEUED}, next_attempt = ?, "
-                f"expires = MAX(expires, ? + 3600) WHERE {where}",
+                f"UPDATE deliveries SET state = 'scheduled', attempts = 0, first_attempt = NULL, "
+                f"next_attempt = ?, expires = MAX(expires, ? + 3600) WHERE {where}",
                 [now, now, *params],
             )
             return cursor.rowcount

@@ -317,3 +317,27 @@ def test_shipped_example_shows_every_key_with_a_comment() -> None:
     ]
     keys = {f.alias or name for m in models for name, f in m.model_fields.items() if not f.exclude}
     assert keys - commented == set()
+
+
+@pytest.mark.parametrize(("security", "port"), [("tls", 465), ("starttls", 587), ("none", 25)])
+def test_the_default_port_goes_with_security(tmp_path: Path, security: str, port: int):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[sender]\nfrom = "a@example.org"\n[transport]\nkind = "smtp"\n'
+        f'host = "relay.example.org"\nsecurity = "{security}"\n'
+    )
+    assert load_settings(config).transport.port == port
+
+
+def test_a_username_without_password_env_is_refused(tmp_path: Path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[sender]\nfrom = "a@example.org"\n[transport]\nkind = "smtp"\n'
+        'host = "relay.example.org"\nusername = "mailer"\n'
+    )
+    with pytest.raises(Problems) as caught:
+        load_settings(config)
+    assert str(caught.value) == (
+        f"{config}: transport: username is set but password_env is "
+        "not: name the environment variable that holds the password"
+    )

@@ -15,19 +15,27 @@ DAY = 86_400.0
 
 
 @pytest.mark.parametrize(
-    ("verdict", "attempts_made", "now", "expires", "state"),
+    ("verdict", "attempts_made", "first_attempt", "now", "expires", "state"),
     [
-        (Verdict.SENT, 1, 0, DAY, S.SENT),
-        (Verdict.FAIL, 1, 0, DAY, S.FAILED),  # 5xx: at once, retrying repeats the refusal
-        (Verdict.RETRY, 1, 0, DAY, S.RETRYING),
-        (Verdict.RETRY, 5, 0, DAY, S.FAILED),  # out of attempts
-        (Verdict.RETRY, 2, 3500, DAY, S.FAILED),  # the next try would be past give_up_after
-        (Verdict.RETRY, 1, 0, 30, S.EXPIRED),  # the next try would be past the expiry
+        (Verdict.SENT, 1, 0, 0, DAY, S.SENT),
+        (Verdict.FAIL, 1, 0, 0, DAY, S.FAILED),  # 5xx: at once, retrying repeats the refusal
+        (Verdict.RETRY, 1, 0, 0, DAY, S.RETRYING),
+        (Verdict.RETRY, 5, 0, 0, DAY, S.FAILED),  # out of attempts
+        (Verdict.RETRY, 2, 0, 3500, DAY, S.FAILED),  # the next try would be past give_up_after
+        (Verdict.RETRY, 1, 0, 0, 30, S.EXPIRED),  # the next try would be past the expiry
+        # A delivery due a week ago (a late registrant, an outage) starts its give-up clock at
+        # its first attempt: its first 451 is retried, not given up.
+        (Verdict.RETRY, 1, 7 * DAY, 7 * DAY, 8 * DAY, S.RETRYING),
     ],
 )
-def test_the_next_state(verdict, attempts_made, now, expires, state):
+def test_the_next_state(verdict, attempts_made, first_attempt, now, expires, state):
     step = POLICY.after(
-        verdict, attempts_made=attempts_made, due=0, expires=expires, now=now, rng=random.Random(1)
+        verdict,
+        attempts_made=attempts_made,
+        first_attempt=first_attempt,
+        expires=expires,
+        now=now,
+        rng=random.Random(1),
     )
     assert step.state is state
     assert (step.next_attempt is not None) == (state is S.RETRYING)

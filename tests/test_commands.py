@@ -1,0 +1,105 @@
+"""`mailer send`, `retry` and `status` as operators use them, next to a running service."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailer.cli import main
+from mailer.clock import SystemClock
+from mailer.config import load_settings
+from mailer.errors import ConfigError
+from mailer.plan import DeliveryState as S
+from mailer.service import read_status, send_now
+from mailer.store import MIGRATIONS, Store
+from tests.project import make_project, timed_event, write_event
+from tests.test_service import soon
+
+
+def states(root: Path) -> Counter[str]:
+    with sqlite3.connect(root / "var" / "mailer.sqlite3") as db:
+        return Counter(s for (s,) in db.execute("SELECT state FROM deliveries"))
+
+
+async def test_send_leaves_what_the_service_has_in_flight_alone(tmp_path: Path):
+    settings = load_settings(make_project(tmp_path))
+    write_event(tmp_path, "seminarium", timed_event(soon(-1), people=3))
+    await send_now(
+        settings, "seminarium", "invitation", recipient="nobody@example.org", clock=SystemClock()
+    )  # plans the event, sends nothing
+    store = await Store.open(settings.paths.database)
+    claimed, _ = await store.claim_due(SystemClock().now().timestamp(), limit=1)  # "the service"
+    await store.close()
+    outcomes = await send_now(
+        settings, "seminarium", "invitation", recipient=None, clock=SystemClock()
+    )
+    assert outcomes == {S.SENT: 2}
+    assert states(tmp_path) == {"sent": 2, "sending": 1}  # the service's one is still its own
+    with sqlite3.connect(settings.paths.database) as db:
+        assert db.execute(
+            "SELECT state FROM deliveries WHERE id = ?", (claimed[0].id,)
+        ).fetchone() == ("sending",)
+
+
+async def test_retry_gives_a_failed_delivery_a_fresh_set_of_attempts(tmp_path: Path):
+    settings = load_settings(make_project(tmp_path))
+    write_event(tmp_path, "seminarium", timed_event(soon(-1), people=1))
+    await send_now(
+        settings, "seminarium", "invitation", recipient="nobody@example.org", clock=SystemClock()
+    )
+    with sqlite3.connect(settings.paths.database) as db:
+        db.execute("UPDATE deliveries SET state = 'failed', attempts = 10, first_attempt = 1")
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["retry", "-c", str(tmp_path / "config.toml"), "seminarium"]
+    )
+    assert "1 failed deliveries queued again" in result.output
+    with sqlite3.connect(settings.paths.database) as db:
+        assert db.execute("SELECT state, attempts, first_attempt FROM deliveries").fetchall() == [
+            ("scheduled", 0, None)
+        ]
+
+
+async def test_status_before_the_first_run_creates_nothing(tmp_path: Path):
+    settings = load_settings(make_project(tmp_path))
+    assert await read_status(settings, event_id=None, mail=None) == {"events": []}
+    assert not settings.paths.database.exists()
+
+
+async def test_a_database_from_a_newer_mailer_is_refused(tmp_path: Path):
+    path = tmp_path / "mailer.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(ConfigError, match="from a newer mailer"):
+        await Store.open(path)
+
+
+def test_status_shows_bracketed_words_of_an_error_as_they_are(tmp_path: Path):
+    config = make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+
+    def send_nobody() -> None:  # plans (or re-reads) the event, sends nothing
+        result = CliRunner().invoke(
+            main,
+            [
+                "send",
+                "-c",
+                str(config),
+                "forlabb",
+                "invitation",
+                "--recipient",
+                "nobody@example.org",
+            ],
+        )
+        assert result.output.strip().endswith("nothing to send"), result.output
+
+    send_nobody()
+    source.write_text(source.read_text().replace('to = ["registered"]', 'to = ["registerd"]'))
+    send_nobody()
+    table = CliRunner().invoke(main, ["status", "-c", str(config)])
+    assert "declare a group nobody is in yet in [recipients] groups" in table.output
+    assert "the last valid version is in force" in table.output
