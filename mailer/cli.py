@@ -30,8 +30,11 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
 # Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
 PIPE_WIDTH = 160
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: an error quoting ":smile:" from a file must print as written.
+out = Console(
+    highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH
+)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 config_option = click.option(
     "-c",

@@ -39,7 +39,11 @@ _PASSWORD_IN_FILE = (
 _ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]*")
 _ONE_LINE_EXPECTED = "expected one line of printable text, got {}"
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_NAME_EXPECTED = "expected an environment variable name like MAILER_SMTP_PASSWORD, got {}"
+# The value is not shown: what sits here by mistake is often the password itself.
+_ENV_NAME_EXPECTED = (
+    "expected the NAME of an environment variable, like MAILER_SMTP_PASSWORD "
+    "(letters, digits and _), not the password"
+)
 _LANGUAGE = re.compile(r"[a-z]{2,3}")  # the ISO 639 codes babel and the templates know
 _LANGUAGE_EXPECTED = 'expected a language code like "sv" or "en", got {}'
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -92,7 +96,7 @@ def _is_zone(name: str) -> bool:
     """Whether zoneinfo can load `name`: a typo must stop the start, not a send days later."""
     try:
         ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
+    except (ValueError, OSError, ZoneInfoNotFoundError):  # OSError: "Europe" is a folder
         return False
     return True
 

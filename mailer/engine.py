@@ -161,12 +161,12 @@ class Engine:
         event, mail, recipient = found
         now = self.clock.now()
         try:
-            message = self.outbox.compose(event, mail, recipient, now=now)
-        except MailerError as exc:
+            message = bytes(self.outbox.compose(event, mail, recipient, now=now))
+        except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
             outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
         else:
             outcome = await self.transport.send(
-                bytes(message), sender=self.settings.sender.from_, recipient=recipient.address
+                message, sender=self.settings.sender.from_, recipient=recipient.address
             )
         return await self.record(claimed, outcome)
 

@@ -97,6 +97,9 @@ def load_toml(text: str, *, source: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", source=source) from exc
+    except RecursionError as exc:  # tomllib recurses once per nested array or table: [[[[…]]]]
+        message = "not valid TOML: arrays or tables nested too deeply"
+        raise InputError(message, source=source) from exc
 
 
 def recipients_file_of(doc: Mapping[str, Any], *, source: Path) -> Path | None:
@@ -175,7 +178,8 @@ def _timeline(
     if "timezone" in doc:
         try:
             tz = ZoneInfo(str(doc["timezone"]))
-        except (ZoneInfoNotFoundError, ValueError):
+        # A directory ("Europe") or an overlong name fails as OSError, not as "not found".
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             problems.add(
                 "timezone", f'expected a time zone like "Europe/Stockholm", got {doc["timezone"]!r}'
             )
@@ -194,7 +198,11 @@ def _moment(value: object, tz: ZoneInfo, *, key: str, problems: Collector) -> da
     if not isinstance(value, datetime):
         problems.add(key, f"expected a date and time like 2027-06-16T09:00:00, got {value!r}")
         return None
-    return timing.localize(value, tz) if value.tzinfo is None else value.astimezone(tz)
+    try:
+        return timing.localize(value, tz) if value.tzinfo is None else value.astimezone(tz)
+    except (ValueError, OverflowError):  # 0001-01-01T00:00:00+14:00 has no place in `tz`
+        problems.add(key, f"{value.isoformat()} in {tz.key} is out of the years 1-9999")
+        return None
 
 
 def _recipients(

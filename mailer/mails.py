@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from mailer import timing
 from mailer.errors import Collector
+from mailer.recipients import CONTROL, shown
 
 MAIL_KEYS = frozenset(
     ("name", "send_at", "to", "template", "subject", "attach", "calendar", "expires", "language")
@@ -73,6 +74,9 @@ def inside(folder: Path, relative: object, *, key: str, problems: Collector) -> 
     if not isinstance(relative, str) or not relative.strip():
         problems.add(key, "expected a file name relative to the event file")
         return None
+    if CONTROL.search(relative):  # a NUL would only fail later, where the file is opened
+        problems.add(key, f"{relative!r}: control characters are not allowed in a file name")
+        return None
     parts = PurePosixPath(relative.replace("\\", "/"))
     if parts.is_absolute() or PureWindowsPath(relative).drive or ".." in parts.parts:
         problems.add(key, f"{relative!r} leaves the event's folder; name a file inside it")
@@ -111,6 +115,7 @@ def parse_mail(
     """One `[[mail]]` table -> a Mail, or None with every problem recorded."""
     name = entry.get("name")
     key = f'mail[{index}] "{name}"' if isinstance(name, str) else f"mail[{index}]"
+    key = key if key.isprintable() else f"mail[{index}]"  # its bad name is shown in .name
     before = len(problems.problems)
     check_keys(entry, MAIL_KEYS, prefix=key, problems=problems)
     if not isinstance(name, str) or not NAME.match(name):
@@ -162,7 +167,7 @@ def _groups(value: object, *, known: set[str], key: str, problems: Collector) ->
         if group not in known:
             problems.add(
                 key,
-                f'unknown group "{group}" (known: {", ".join(sorted(known))}; '
+                f'unknown group "{shown(group)}" (known: {", ".join(map(shown, sorted(known)))}; '
                 "declare a group nobody is in yet in [recipients] groups)",
             )
     return tuple(wanted)
@@ -195,6 +200,5 @@ def check_keys(table: object, allowed: frozenset[str], *, prefix: str, problems:
         return
     for key in table:
         if key not in allowed:
-            problems.add(
-                f"{prefix}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})"
-            )
+            expected = ", ".join(sorted(allowed))
+            problems.add(f"{prefix}.{shown(key)}", f"unknown key (expected one of: {expected})")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -20,6 +21,9 @@ from mailer.recipients import CONTROL
 from mailer.render import Rendered
 
 PRODID = "-//mailer//mailer//EN"
+# Headers stored with set_raw() go out as written: `_set_mailbox` has folded them already.
+_ASCII = policy.SMTP.clone(refold_source="none")
+_UTF8 = policy.SMTPUTF8.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,17 @@ def build_message(
                 source=event.source,
                 key=f"{mail.key}.{key}",
             )
-    msg = EmailMessage(policy=policy.SMTP)
+    # An address with non-ASCII goes out with SMTPUTF8 (the transport insists on it), so its
+    # headers may be UTF-8 (RFC 6532); under policy.SMTP it would become an invalid encoded-word.
+    is_ascii = (sender.address + recipient.address).isascii()
+    msg = EmailMessage(policy=_ASCII if is_ascii else _UTF8)
     msg["Subject"] = rendered.subject
-    msg["From"] = Address(display_name=sender.name, addr_spec=sender.address)
-    msg["To"] = Address(display_name=recipient.name, addr_spec=recipient.address)
-    reply_to = _reply_to(event, sender)
-    if reply_to:
-        msg["Reply-To"] = reply_to
+    _set_mailbox(msg, "From", sender.name, sender.address)
+    _set_mailbox(msg, "To", recipient.name, recipient.address)
+    if event.organiser:
+        _set_mailbox(msg, "Reply-To", event.organiser.name, event.organiser.email)
+    elif sender.reply_to:
+        msg["Reply-To"] = sender.reply_to
     msg["Date"] = format_datetime(now.astimezone(UTC))
     msg["Message-ID"] = message_id(
         event.id, mail.name, recipient.key, domain=sender.message_id_domain
@@ -98,10 +106,23 @@ def build_message(
     return msg
 
 
-def _reply_to(event: Event, sender: Sender) -> Address | str | None:
-    if event.organiser:
-        return Address(display_name=event.organiser.name, addr_spec=event.organiser.email)
-    return sender.reply_to
+def _set_mailbox(msg: EmailMessage, header: str, name: str, address: str) -> None:
+    """`Name <address>`, safely folded when it does not fit on one line.
+
+    Python 3.11 folds a long display name without its quotes: `"Andersson, Anna …"` goes out
+    as `Andersson,⏎ Anna … <a@b>`, which reads as two addresses (and a `:` as a group); and it
+    writes a name holding `=?` as it is, for mail clients to decode. Such a name is written as
+    RFC 2047 encoded-words, folded here, and stored as it is (see `_ASCII`).
+    The address is built from its parts: `Address(addr_spec=…)` raises on `ännä@…`.
+    """
+    username, _, domain = address.rpartition("@")
+    mailbox = Address(display_name=name, username=username, domain=domain)
+    fits = len(f"{header}: {mailbox}") <= (_ASCII.max_line_length or 78)
+    if not name or (fits and "=?" not in name):
+        msg[header] = mailbox
+    else:
+        words = Header(name, "utf-8", header_name=header).encode(linesep="\r\n")
+        msg.set_raw(header, f"{words}\r\n <{address}>")
 
 
 def calendar_attachment(event: Event, *, domain: str, now: datetime) -> Attachment:

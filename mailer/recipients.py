@@ -32,8 +32,10 @@ class Recipient:
 # Columns with a meaning of their own; every other column is free template data.
 KNOWN_COLUMNS = ("email", "name", "language", "groups")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-# Anything below U+0020 (and DEL) would end up in a header or break a line of a mail.
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Anything below U+0020, DEL and the C1 controls would end up in a header or break a line of
+# a mail; so would the Unicode line breaks (NEL U+0085, U+2028, U+2029), which str.splitlines()
+# and some mail clients split on.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # In a body, line breaks and tabs are text; other control characters are garbage.
 CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -61,12 +63,16 @@ def parse_csv(text: str, *, problems: Collector) -> list[tuple[str, Recipient]]:
     header = text.split("\n", 1)[0]
     delimiter = ";" if header.count(";") > header.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    columns = [c.strip().lower() for c in next(reader, [])]
+    try:
+        columns = [c.strip().lower() for c in next(reader, [])]
+    except csv.Error as exc:
+        problems.add("header", f"cannot read the CSV: {exc}")
+        return []
     if "email" not in columns:
         problems.add("header", f'expected an "email" column, got columns {columns}')
         return []
     found = []
-    for line, cells in _rows(reader):
+    for line, cells in _rows(reader, problems=problems):
         where = f"row {line}"
         if len(cells) > len(columns):
             problems.add(where, f"expected {len(columns)} columns, got {len(cells)}")
@@ -80,11 +86,16 @@ def parse_csv(text: str, *, problems: Collector) -> list[tuple[str, Recipient]]:
     return found
 
 
-def _rows(reader: Any) -> Iterator[tuple[int, list[str]]]:
+def _rows(reader: Any, *, problems: Collector) -> Iterator[tuple[int, list[str]]]:
     """Non-empty rows with the line they start on (as a spreadsheet user would count)."""
-    for cells in reader:
-        if any(c.strip() for c in cells):
-            yield reader.line_num, cells
+    start = reader.line_num + 1  # line_num is where a row ends: a quoted cell may hold breaks
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as exc:  # a cell longer than csv.field_size_limit() (128 KiB)
+        problems.add(f"row {reader.line_num}", f"cannot read the CSV from here on: {exc}")
 
 
 def make_recipient(row: Mapping[str, Any], *, where: str, problems: Collector) -> Recipient | None:
@@ -99,10 +110,16 @@ def make_recipient(row: Mapping[str, Any], *, where: str, problems: Collector) -
     fields = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS}
     for key, value in fields.items():
         if isinstance(value, str):
-            _text(value, key=f"{where}.{key}", problems=problems, one_line=False)
+            _text(value, key=f"{where}.{shown(key)}", problems=problems, one_line=False)
     if len(problems.problems) > before or address is None:
         return None
     return Recipient(address, name, language, groups, fields)
+
+
+def shown(text: str) -> str:
+    """A name from the file (a key, a column, a group) as a one-line message shows it: as written,
+    or escaped when it holds a line break or another character that would garble the line."""
+    return text if text.isprintable() else repr(text)
 
 
 def check_address(value: object, *, key: str, problems: Collector) -> str | None:

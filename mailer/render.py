@@ -51,8 +51,14 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 # Everything str.splitlines() breaks on: in a header, any of them would split it.
 _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
-# An organiser's expression can raise these too (1/0, a bad method call): theirs to fix.
-_TEMPLATE_FAULTS = (TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
+# Mail clients show a subject's first ~100 characters; a longer one is a pasted text, and
+# folding it into a header costs ~0.1 ms per non-ASCII character, per recipient.
+MAX_SUBJECT_CHARS = 1000
+# An organiser's expression can raise these too (1/0, a bad method call, "x" * 10**12, which
+# fails at once for want of memory): theirs to fix.
+_TEMPLATE_FAULTS = (
+    TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError
+)
 
 
 @dataclass(frozen=True)
@@ -280,6 +286,12 @@ class Renderer:
         if raw is None:
             raise _no_subject(event, mail)
         subject = raw.strip()
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise InputError(
+                f"rendering for {address}: the subject is {len(subject):,} characters long; "
+                f"the limit is {MAX_SUBJECT_CHARS:,}: {subject[:40]!r}…",
+                source=event.source, key=f"{mail.key}.subject",
+            )
         if not subject or _LINE_BREAK.search(subject):
             problem = "contains a line break" if subject else "is empty"
             raise InputError(

@@ -7,6 +7,8 @@ point outside the event's folder (symbolic links included) are enforced once.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +100,7 @@ def read_bytes(path: Path, *, root: Path, source: Path, key: str | None, limit: 
     """A file inside `root` (links followed) within `limit` bytes, or an InputError naming key."""
     check_inside(path, root=root, source=source, key=key)
     try:
-        size = path.stat().st_size
+        size = check_regular(path, source=source, key=key).st_size
         if size > limit:
             raise InputError(
                 f"{path.name} is {size:,} bytes; the limit is {limit:,}", source=source, key=key
@@ -127,10 +129,22 @@ def read_text(path: Path, *, root: Path, source: Path, key: str | None, limit: i
 
 def check_inside(path: Path, *, root: Path, source: Path, key: str | None) -> None:
     """Refuse a path that leaves `root` once symbolic links are followed."""
-    if not path.resolve().is_relative_to(root.resolve()):
+    try:
+        resolved = path.resolve()
+    except RuntimeError as exc:  # pathlib's "Symlink loop"
+        raise InputError(f"{path.name} is a loop of links", source=source, key=key) from exc
+    if not resolved.is_relative_to(root.resolve()):
         raise InputError(
             f"{path.name} leads outside the event's folder (a link?)", source=source, key=key
         )
+
+
+def check_regular(path: Path, *, source: Path, key: str | None) -> os.stat_result:
+    """The file's status; a FIFO or device would block or never end where it is read."""
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise InputError(f"{path.name} is not a regular file", source=source, key=key)
+    return status
 
 
 def check_attachments(event: Event) -> str:
@@ -145,7 +159,7 @@ def check_attachments(event: Event) -> str:
             key = f"{mail.key}.attach"
             try:
                 check_inside(path, root=event.folder, source=event.source, key=key)
-                size = path.stat().st_size
+                size = check_regular(path, source=event.source, key=key).st_size
             except InputError as exc:
                 problems.extend([exc])
                 continue

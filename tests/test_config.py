@@ -71,8 +71,8 @@ def problems_of(path: Path) -> list[str]:
         ("[sender]\n", "sender.from: required"),
         (
             SMTP + 'password_env = "hunter2!"\n',
-            "transport.password_env: expected an environment variable name like "
-            'MAILER_SMTP_PASSWORD, got "hunter2!"',
+            "transport.password_env: expected the NAME of an environment variable, like "
+            "MAILER_SMTP_PASSWORD (letters, digits and _), not the password",
         ),
         (SENDER + '[transport]\nkind = "smtp"\n', "transport.host: required"),
         (
