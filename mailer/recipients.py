@@ -9,8 +9,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
+from mailer.addresses import InvalidAddress, normalize_address
 from mailer.errors import Collector
 
 
@@ -128,8 +127,8 @@ def check_address(value: object, *, key: str, problems: Collector) -> str | None
         problems.add(key, "required: the recipient's email address")
         return None
     try:
-        return validate_email(value.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
+        return normalize_address(value.strip())
+    except InvalidAddress as exc:
         problems.add(key, f"invalid address {value!r}: {exc}")
         return None
 
