@@ -26,6 +26,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (issue 8): figures beside their baselines, in bench/results/latest.json.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 # The long crash loop (issue 7): thousands of deliveries, kill -9 at seeded moments.
 soak: $(STAMP)
 	$(BIN)/python -m tests.crash_loop --people 3000 --kills 20

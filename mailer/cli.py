@@ -171,14 +171,16 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
     settings = settings_from(config_path)
     configure_logging("text")
     recipient = address.lower() if address else None
-    outcomes = asyncio.run(
+    report = asyncio.run(
         send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
     )
-    summary = (
-        ", ".join(f"{n} {state}" for state, n in sorted(outcomes.items())) or "nothing to send"
-    )
-    out.print(summary, markup=False)
-    return EXIT_OK if set(outcomes) <= {DeliveryState.SENT} else EXIT_PROBLEMS
+    ended = sorted(report.ended.items())
+    out.print(", ".join(f"{n} {state}" for state, n in ended) or "nothing to send", markup=False)
+    if report.still_queued:
+        why = f" (sending paused: {report.paused_because})" if report.paused_because else ""
+        out.print(f"{report.still_queued} still queued{why}", markup=False)
+    all_sent = set(report.ended) <= {DeliveryState.SENT} and not report.still_queued
+    return EXIT_OK if all_sent else EXIT_PROBLEMS
 
 
 @main.command()
@@ -241,7 +243,7 @@ def rehearse(
 
 def print_status(report: dict[str, Any], *, now: datetime) -> None:
     for event in report["events"]:
-        title = f"{event['id']}: {event['title']}"
+        title = f"{event['id']}: {event['title'] or event['file']}"
         if event["removed"]:
             title += " (file removed; history kept)"
         if event["error"]:

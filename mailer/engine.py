@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter, deque
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,7 +64,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self._scheduler: AsyncIOScheduler | None = None
         self._paused_until: float | None = None
-        self.outcomes: Counter[DeliveryState] = Counter()  # how each delivery ended, so far
+        self.paused_because: str | None = None
+        self.outcomes: dict[int, DeliveryState] = {}  # how each delivery ended, by its id
 
     # -- planning -------------------------------------------------------------------------
 
@@ -89,12 +90,13 @@ class Engine:
 
     # -- sending --------------------------------------------------------------------------
 
-    async def step(self, *, only: Narrow | None = None) -> int:
+    async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> int:
         """Send everything due now over `connections` concurrent sessions; how many went.
 
         Each session takes the next claimed delivery, sends it and waits until its outcome
         is committed before taking another; a session that finds nothing left claims the
-        next batch. Tests call this directly with a steered clock.
+        next batch. Tests call this directly with a steered clock. `due_by` stops it from
+        taking what falls due (a retry) after that instant: `mailer send` makes one pass.
         """
         claimed: deque[Claimed] = deque()
         claim_lock = asyncio.Lock()
@@ -106,7 +108,7 @@ class Engine:
             async with claim_lock:
                 if not claimed and may_go_on():
                     batch, expired = await self.store.claim_due(
-                        self._now(), limit=CLAIM_BATCH, only=only
+                        self._now() if due_by is None else due_by, limit=CLAIM_BATCH, only=only
                     )
                     if expired:
                         log.warning("%d deliveries expired before they could be sent", expired)
@@ -117,7 +119,7 @@ class Engine:
             handled = 0
             while (delivery := await take()) is not None:
                 try:
-                    self.outcomes[await self.deliver(delivery)] += 1
+                    self.outcomes[delivery.id] = await self.deliver(delivery)
                 except BaseException:
                     # Stopped mid-send, or the store failed: back to the queue, to be tried
                     # again (it may have gone out: at-least-once for what is in flight).
@@ -146,8 +148,11 @@ class Engine:
         """A fault every message would share (a refused login, a refused certificate): stop
         sending until `backoff_first` has passed, instead of failing one login per delivery
         (which can also lock the account), and say loudly what to fix."""
+        if self._is_paused():  # the other sessions in flight hit the same wall
+            return
         pause_s = self.settings.sending.backoff_first.total_seconds()
         self._paused_until = self._now() + pause_s
+        self.paused_because = reply
         log.error("sending paused for %.0f s until this is fixed: %s", pause_s, reply)
 
     async def deliver(self, claimed: Claimed) -> DeliveryState:
@@ -261,7 +266,8 @@ class Engine:
                 step.cancel()
         (result,) = await asyncio.gather(step, return_exceptions=True)
         if isinstance(result, Exception):  # the store failed (a lock held too long, a full disk)
-            log.error("sending stopped for now: %s", result)
+            causes = result.exceptions if isinstance(result, ExceptionGroup) else (result,)
+            log.error("sending stopped for now: %s", "; ".join(str(c) for c in causes))
 
     async def _arm(self) -> None:
         """One wake-up at the earliest due time; `misfire_grace_time=None` because a late

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 
 from mailer.clock import Clock
@@ -16,7 +17,7 @@ from mailer.config import Settings
 from mailer.config import SmtpTransport as SmtpSettings
 from mailer.engine import Engine
 from mailer.errors import MailerError
-from mailer.plan import DeliveryState
+from mailer.plan import PENDING, DeliveryState
 from mailer.status import status_report
 from mailer.store import Narrow, Store
 from mailer.transports.base import Transport
@@ -48,27 +49,34 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
         await store.close()
 
 
+@dataclass(frozen=True)
+class SendReport:
+    """What `mailer send` did: how each delivery it tried ended, and what is still queued."""
+
+    ended: Counter[DeliveryState]
+    still_queued: int
+    paused_because: str | None
+
+
 async def send_now(
     settings: Settings, event_id: str, mail: str, *, recipient: str | None, clock: Clock
-) -> Counter[DeliveryState]:
-    """`mailer send`: queue the mail now for those who have not had it, send it, and say
-    how each delivery ended. Safe while the service runs: what the service has in flight is
-    left alone (no reset of `sending` here), and a claim is taken by one process only."""
+) -> SendReport:
+    """`mailer send`: queue the mail now for those who have not had it and make one pass.
+
+    Safe while the service runs: what the service has in flight is left alone (no reset of
+    `sending` here), and each claim is taken by one process only.
+    """
     store = await Store.open(settings.paths.database)
     engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
     try:
         await engine.catalog.load_all()
-        if event_id not in engine.events or mail not in {
-            m.name for m in engine.events[event_id].mails
-        }:
-            raise MailerError(
-                f'no mail "{mail}" in a valid event "{event_id}"', source=settings.paths.schedules
-            )
+        _check_asked(engine, settings, event_id, mail, recipient)
+        started = engine._now()
         await store.requeue(
             event_id,
             mail,
             recipient=recipient,
-            now=engine._now(),
+            now=started,
             states=(
                 DeliveryState.SCHEDULED,
                 DeliveryState.RETRYING,
@@ -76,11 +84,33 @@ async def send_now(
                 DeliveryState.EXPIRED,
             ),
         )
-        await engine.step(only=Narrow(event_id, mail, recipient))
-        return engine.outcomes
+        await engine.step(only=Narrow(event_id, mail, recipient), due_by=started)
+        queued = [
+            d
+            for d in await store.deliveries_of(event_id, mail)
+            if d.state in PENDING and recipient in (None, d.recipient)
+        ]
+        return SendReport(Counter(engine.outcomes.values()), len(queued), engine.paused_because)
     finally:
         await engine.transport.close()
         await store.close()
+
+
+def _check_asked(
+    engine: Engine, settings: Settings, event_id: str, mail: str, recipient: str | None
+) -> None:
+    event = engine.events.get(event_id)
+    found = event and next((m for m in event.mails if m.name == mail), None)
+    if event is None or found is None:
+        raise MailerError(
+            f'no mail "{mail}" in a valid event "{event_id}"', source=settings.paths.schedules
+        )
+    if recipient is not None and recipient not in {r.key for r in event.recipients_of(found)}:
+        raise MailerError(
+            f"{recipient} does not get this mail (to: {', '.join(found.to)})",
+            source=event.source,
+            key=found.key,
+        )
 
 
 async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:

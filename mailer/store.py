@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,18 +170,28 @@ class Store:
     async def open(cls, path: Path) -> Store:
         """Open (creating it and its folder if need be) and migrate; an unusable path is a
         configuration problem, said as one line naming the key."""
-        db = None
+
+        def unusable(why: object) -> ConfigError:
+            return ConfigError(f"cannot open the database {path}: {why}", key="paths.database")
+
+        # Checked before connecting: aiosqlite's thread outlives a failed connect and
+        # complains when the loop has closed.
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unusable(exc.strerror) from exc
+        if path.exists() and not path.is_file():
+            raise unusable("it is not a file")
+        try:
             db = await aiosqlite.connect(path, isolation_level=None)
+        except (OSError, aiosqlite.Error) as exc:
+            raise unusable(exc) from exc
+        try:
             for pragma in PRAGMAS:
                 await db.execute(pragma)
-        except (OSError, aiosqlite.Error) as exc:
-            if db is not None:
-                await db.close()
-            raise ConfigError(
-                f"cannot open the database {path}: {exc}", key="paths.database"
-            ) from exc
+        except (OSError, aiosqlite.Error) as exc:  # not a database, a disk that is full
+            await db.close()
+            raise unusable(exc) from exc
         store = cls(db)
         await store._migrate()
         return store
@@ -442,19 +452,34 @@ class Store:
         """Counts per state for each mail (of one event, or all), in due order."""
         where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
         rows = await self._rows(
-            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*), MAX(last_reply) "
+            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) "
             f"FROM deliveries {where} GROUP BY event, mail, state",
             params,
         )
+        # The newest attempt of a delivery that is retrying or failed (SQLite takes the bare
+        # column from the row with the MAX).
+        problems = await self._rows(
+            f"SELECT d.event, d.mail, a.reply, MAX(a.at) FROM attempts a "
+            f"JOIN deliveries d ON d.id = a.delivery "
+            f"WHERE d.state IN ('retrying', 'failed'){' AND d.event = ?' if event_id else ''} "
+            f"GROUP BY d.event, d.mail",
+            params,
+        )
+        latest = {(event, mail): reply for event, mail, reply, _ in problems}
         found: dict[tuple[str, str], MailCounts] = {}
-        for event, mail, due, expires, state, count, reply in rows:
+        for event, mail, due, expires, state, count in rows:
             item = found.setdefault(
                 (event, mail),
-                MailCounts(event, mail, due, expires, dict.fromkeys(DeliveryState, 0)),
+                MailCounts(
+                    event,
+                    mail,
+                    due,
+                    expires,
+                    dict.fromkeys(DeliveryState, 0),
+                    problem=latest.get((event, mail)),
+                ),
             )
             item.counts[DeliveryState(state)] = count
-            if state in (DeliveryState.RETRYING, DeliveryState.FAILED) and reply:
-                found[event, mail] = replace(item, problem=reply)
         return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
 
     async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
