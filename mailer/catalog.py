@@ -44,13 +44,13 @@ class Catalog:
     def find(
         self, event_id: str, mail_name: str, recipient_key: str
     ) -> tuple[Event, Mail, Recipient] | None:
-        """The event, mail and person a delivery is for, if the version in force still has them."""
+        """The event, mail and person a delivery is for, if the version in force has them."""
         event = self.events.get(event_id)
         mail = event and next((m for m in event.mails if m.name == mail_name), None)
-        if event is None or mail is None:
+        recipient = event and event.by_key.get(recipient_key)
+        if event is None or mail is None or recipient is None or not event.gets(recipient, mail):
             return None
-        recipient = next((r for r in event.recipients_of(mail) if r.key == recipient_key), None)
-        return (event, mail, recipient) if recipient else None
+        return event, mail, recipient
 
     async def load_all(self) -> None:
         """Rebuild the plan from the event files and the database (SPEC §5.1)."""

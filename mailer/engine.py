@@ -166,7 +166,7 @@ class Engine:
         event, mail, recipient = found
         now = self.clock.now()
         try:
-            message = bytes(self.outbox.compose(event, mail, recipient, now=now))
+            message = self.outbox.compose(event, mail, recipient, now=now)
         except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
             outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
         else:

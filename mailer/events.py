@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +69,15 @@ class Event:
     def folder(self) -> Path:
         """Where the event's own files (CSV, attachments) must live."""
         return self.source.parent
+
+    @cached_property
+    def by_key(self) -> dict[str, Recipient]:
+        """Recipients by their key: the engine looks one up per delivery."""
+        return {r.key: r for r in self.recipients}
+
+    def gets(self, recipient: Recipient, mail: Mail) -> bool:
+        """Whether `recipient` is among those `mail` goes to."""
+        return "all" in mail.to or bool(recipient.groups.intersection(mail.to))
 
     def recipients_of(self, mail: Mail) -> tuple[Recipient, ...]:
         """Everyone in any of the mail's groups; "all" is every recipient."""

@@ -7,13 +7,12 @@ exactly what is sent. Attachments are read once per mail, not once per recipient
 from __future__ import annotations
 
 from datetime import datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError
 from mailer.events import Event, Mail, Recipient
-from mailer.message import Attachment, Sender, build_message, calendar_attachment
+from mailer.message import Attachment, Sender, build_message, calendar_attachment, parse_message
 from mailer.render import Renderer
 from mailer.sources import MAX_ATTACHMENT_BYTES, Loaded, load_events, read_bytes
 
@@ -43,9 +42,7 @@ class Outbox:
         self.sender = sender
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
 
-    def compose(
-        self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime
-    ) -> EmailMessage:
+    def compose(self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime) -> bytes:
         """The message `recipient` gets for `mail`; raises MailerError if it cannot be made."""
         rendered = self.renderer.render_mail(event, mail, recipient)
         return build_message(
@@ -156,11 +153,11 @@ def write_previews(
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for recipient in recipients:
-        message = outbox.compose(event, mail, recipient, now=now)
+        raw = outbox.compose(event, mail, recipient, now=now)
         eml = folder / f"{recipient.key}.eml"
-        eml.write_bytes(bytes(message))
+        eml.write_bytes(raw)
         written.append(eml)
-        html = message.get_body(("html",))
+        html = parse_message(raw).get_body(("html",))
         if html is not None:
             written.append(folder / f"{recipient.key}.html")
             written[-1].write_text(html.get_content(), encoding="utf-8")
