@@ -22,8 +22,6 @@ paragraphs (free text -> its paragraphs, split on blank lines).
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
 import re
 import traceback
 from collections.abc import Iterator
@@ -32,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babel.dates import format_date
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2 import meta as jinja_meta
-from jinja2.exceptions import FilterArgumentError, TemplateNotFound, TemplateSyntaxError
-from jinja2.runtime import Undefined
+from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 from markupsafe import Markup
 
+from mailer.dates import STYLES
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Recipient
 from mailer.plaintext import html_to_text
@@ -56,9 +53,7 @@ _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 MAX_SUBJECT_CHARS = 1000
 # An organiser's expression can raise these too (1/0, a bad method call, "x" * 10**12, which
 # fails at once for want of memory): theirs to fix.
-_TEMPLATE_FAULTS = (
-    TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError
-)
+_TEMPLATE_FAULTS = (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -67,74 +62,6 @@ class Rendered:
     text: str
     html: str | None
     language: str  # the language actually used
-
-
-@dataclass(frozen=True)
-class DateStyle:
-    """How one language writes dates: "onsdag 16 juni 2027 kl. 09:00–12:00"."""
-
-    locale: str
-    at: str  # between a date and a time
-    span_at: str  # between a date and a time range
-
-    def date(self, value: object) -> str:
-        return _format_date(_as_date(value, "date"), "EEEE d MMMM y", self.locale)
-
-    def shortdate(self, value: object) -> str:
-        return _format_date(_as_date(value, "shortdate"), "d MMMM", self.locale)
-
-    def time(self, value: object) -> str:
-        """Clock time; a string (a programme's `at = "10:00"`) is taken as already written."""
-        if isinstance(value, str):
-            return value
-        if isinstance(value, dt.time | dt.datetime):
-            return value.strftime("%H:%M")
-        raise _bad_value("time", "a time or datetime", value)
-
-    def datetime(self, value: object) -> str:
-        moment = _as_date(value, "datetime")
-        if not isinstance(moment, dt.datetime):
-            return self.date(moment)
-        return f"{self.date(moment)}{self.at}{self.time(moment)}"
-
-    def span(self, start: object, end: object) -> str:
-        """One date and a time range when both ends fall on the same local day."""
-        first, last = _as_date(start, "span"), _as_date(end, "span")
-        if not (isinstance(first, dt.datetime) and isinstance(last, dt.datetime)):
-            raise _bad_value("span", "two datetimes", (start, end))
-        if first.tzinfo and last.tzinfo:
-            last = last.astimezone(first.tzinfo)
-        if first.date() != last.date():
-            return f"{self.datetime(first)} – {self.datetime(last)}"
-        return f"{self.date(first)}{self.span_at}{self.time(first)}–{self.time(last)}"
-
-
-STYLES = {"sv": DateStyle("sv_SE", " kl. ", " kl. "), "en": DateStyle("en_GB", " at ", ", ")}
-
-
-@functools.lru_cache(maxsize=1024)
-def _format_date(day: dt.date, pattern: str, locale: str) -> str:
-    """Babel, remembered: every recipient of a mail gets the same few dates."""
-    return format_date(day, pattern, locale=locale)
-
-
-def _as_date(value: object, name: str) -> dt.date:
-    """A date or datetime, also from ISO text: free event keys may be strings."""
-    if isinstance(value, Undefined):
-        value._fail_with_undefined_error()
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    if isinstance(value, dt.date):
-        return value
-    raise _bad_value(name, "a date or datetime", value)
-
-
-def _bad_value(name: str, expected: str, value: object) -> FilterArgumentError:
-    """A filter given the wrong kind of value: a template error, reported with its line."""
-    return FilterArgumentError(f"{name}: expected {expected}, got {value!r}")
 
 
 def paragraphs(text: str) -> list[str]:
@@ -148,20 +75,32 @@ def build_context(event: Event, mail: Mail, recipient: Recipient, language: str)
     return {
         "event": {
             **event.data,
-            "id": event.id, "title": event.title, "starts": event.starts, "ends": event.ends,
-            "timezone": event.timezone.key, "language": event.language,
-            "location": event.location, "description": event.description,
+            "id": event.id,
+            "title": event.title,
+            "starts": event.starts,
+            "ends": event.ends,
+            "timezone": event.timezone.key,
+            "language": event.language,
+            "location": event.location,
+            "description": event.description,
             "organiser": {"name": organiser.name, "email": organiser.email} if organiser else None,
             "program": [dict(item) for item in event.program],
         },
         "recipient": {
             **recipient.fields,
-            "address": recipient.address, "email": recipient.address, "name": recipient.name or "",
-            "language": recipient.language, "groups": sorted(recipient.groups),
+            "address": recipient.address,
+            "email": recipient.address,
+            "name": recipient.name or "",
+            "language": recipient.language,
+            "groups": sorted(recipient.groups),
         },
         "mail": {
-            "name": mail.name, "template": mail.template, "due": mail.due, "expires": mail.expires,
-            "attachments": [path.name for path in mail.attach], "calendar": mail.calendar,
+            "name": mail.name,
+            "template": mail.template,
+            "due": mail.due,
+            "expires": mail.expires,
+            "attachments": [path.name for path in mail.attach],
+            "calendar": mail.calendar,
             "language": language,
         },
         "lang": language,
@@ -243,7 +182,8 @@ class Renderer:
         looked = ", ".join(self._show(folder) for folder, _ in places)
         raise InputError(
             f'no template "{name}" (looked for {name}.html.j2 / {name}.txt.j2 in {looked})',
-            source=event.source, key=key,
+            source=event.source,
+            key=key,
         )
 
     def _variants(self, name: str) -> list[tuple[Path, str]]:
@@ -260,19 +200,29 @@ class Renderer:
                 loader=FileSystemLoader(list(dict.fromkeys([folder, self._dir]))),
                 undefined=StrictUndefined,
                 autoescape=select_autoescape(("html.j2", "html"), default_for_string=False),
-                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                keep_trailing_newline=True,
+                trim_blocks=True,
+                lstrip_blocks=True,
             )
             style = STYLES.get(language.split("-")[0], STYLES["en"])
             env.filters.update(
-                date=style.date, time=style.time, datetime=style.datetime, span=style.span,
-                shortdate=style.shortdate, paragraphs=paragraphs,
+                date=style.date,
+                time=style.time,
+                datetime=style.datetime,
+                span=style.span,
+                shortdate=style.shortdate,
+                paragraphs=paragraphs,
             )
             self._envs[folder] = env
         return env
 
     def _subject(
-        self, env: Sandbox, found: dict[str, Template], context: dict[str, Any],
-        event: Event, mail: Mail,
+        self,
+        env: Sandbox,
+        found: dict[str, Template],
+        context: dict[str, Any],
+        event: Event,
+        mail: Mail,
     ) -> str:
         """mail.subject if set, else the template's subject block: one line, never empty."""
         address = context["recipient"]["address"]
@@ -290,13 +240,16 @@ class Renderer:
             raise InputError(
                 f"rendering for {address}: the subject is {len(subject):,} characters long; "
                 f"the limit is {MAX_SUBJECT_CHARS:,}: {subject[:40]!r}…",
-                source=event.source, key=f"{mail.key}.subject",
+                source=event.source,
+                key=f"{mail.key}.subject",
             )
         if not subject or _LINE_BREAK.search(subject):
             problem = "contains a line break" if subject else "is empty"
             raise InputError(
                 f"rendering for {address}: the subject {problem}: {subject!r}",
-                source=event.source, key=f"{mail.key}.subject", got=subject,
+                source=event.source,
+                key=f"{mail.key}.subject",
+                got=subject,
             )
         return " ".join(subject.split())
 
