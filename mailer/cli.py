@@ -16,6 +16,7 @@ import click
 from babel.dates import format_timedelta
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
 from mailer.clock import SystemClock
@@ -25,6 +26,7 @@ from mailer.outbox import check_events, write_previews
 from mailer.plan import DeliveryState
 from mailer.rehearsal import rehearse as run_rehearsal
 from mailer.service import read_status, requeue_failed, send_now, serve
+from mailer.sources import Loaded, find_event_files
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -80,20 +82,29 @@ def main() -> None:
 def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
     """Validate config, event files, CSVs and templates; render every mail for every recipient."""
     settings = settings_from(config_path)
-    results = check_events(settings, list(paths) or None, now=SystemClock().now())
-    for loaded, problems in results:
-        for problem in problems:
-            out.print(str(problem), markup=False)
-        if not problems and loaded.event:
-            deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
-            out.print(
-                f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
-                f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
-                markup=False,
-            )
-    failed = sum(1 for _, problems in results if problems)
-    out.print(f"{len(results)} event files checked, {failed} with problems", markup=False)
+    sources = list(paths) or find_event_files(settings.paths.schedules)
+    failed = 0
+    # A bar on a terminal (checking 1,000 events takes a while); nothing in a pipe or a log.
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("checking", total=len(sources))
+        for loaded, problems in check_events(settings, sources, now=SystemClock().now()):
+            progress.advance(task)
+            failed += bool(problems)
+            print_checked(loaded, problems)
+    out.print(f"{len(sources)} event files checked, {failed} with problems", markup=False)
     return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
+    for problem in problems:
+        out.print(str(problem), markup=False)
+    if not problems and loaded.event:
+        deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
+        out.print(
+            f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
+            f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
+            markup=False,
+        )
 
 
 @main.command()

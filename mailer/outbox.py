@@ -6,6 +6,7 @@ exactly what is sent. Attachments are read once per mail, not once per recipient
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from mailer.errors import InputError, MailerError
 from mailer.events import Event, Mail, Recipient
 from mailer.message import Attachment, Sender, build_message, calendar_attachment, parse_message
 from mailer.render import Renderer
-from mailer.sources import MAX_ATTACHMENT_BYTES, Loaded, load_events, read_bytes
+from mailer.sources import (
+    MAX_ATTACHMENT_BYTES,
+    Loaded,
+    defaults_for,
+    load_event,
+    load_events,
+    read_bytes,
+)
 
 # `check` reports this many failing recipients per mail, then a count: a template that
 # fails for one fails for all, and 200 identical lines hide the other problems.
@@ -117,19 +125,21 @@ class Outbox:
 
 
 def check_events(
-    settings: Settings, paths: list[Path] | None, *, now: datetime
-) -> list[tuple[Loaded, list[MailerError]]]:
-    """Load the events and compose every delivery of the valid ones: `mailer check`."""
+    settings: Settings, sources: list[Path], *, now: datetime
+) -> Iterator[tuple[Loaded, list[MailerError]]]:
+    """Load each event and compose every delivery of the valid ones: `mailer check`.
+
+    One event at a time, so the caller can show progress over a long list.
+    """
     outbox = Outbox.from_settings(settings)
-    results = []
-    for loaded in load_events(settings, paths):
+    defaults = defaults_for(settings)
+    for source in sources:
+        loaded = load_event(source, defaults=defaults)
         if loaded.error is not None:
-            found = list(getattr(loaded.error, "problems", [loaded.error]))
+            yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
         else:
             assert loaded.event is not None
-            found = outbox.check(loaded.event, now=now)
-        results.append((loaded, found))
-    return results
+            yield loaded, outbox.check(loaded.event, now=now)
 
 
 def write_previews(

@@ -119,6 +119,9 @@ class Renderer:
         self._default = (_chain(default_language) or ["en"])[0]
         self._envs: dict[Path, Sandbox] = {}
         self._subjects: dict[tuple[Sandbox, str], Template] = {}  # compiled mail.subject
+        # Template variants already found sound, with or without a subject block: checking a
+        # thousand events that share four templates parses each file once, not once an event.
+        self._sound: dict[tuple[Path, str], bool] = {}
 
     def language_for(self, event: Event, mail: Mail, recipient: Recipient) -> str:
         """The first language of recipient, mail, event, default that has the template."""
@@ -157,15 +160,18 @@ class Renderer:
 
     def _check_variant(self, env: Sandbox, folder: Path, event: Event, mail: Mail) -> None:
         """One folder's files compile, so do the layouts they name, and a subject is found."""
-        found: list[Template] = []
-        with self._faults(event, mail, "template"):
-            for _, name in _files(folder, mail.template):
-                found.append(env.get_template(name))
-                source = (folder / name).read_text(encoding="utf-8")
-                # A computed name (None here) is checked when a recipient's mail is rendered.
-                for used in filter(None, jinja_meta.find_referenced_templates(env.parse(source))):
-                    env.get_template(used)
-        if mail.subject is None and not any("subject" in t.blocks for t in found):
+        if (folder, mail.template) not in self._sound:
+            found: list[Template] = []
+            with self._faults(event, mail, "template"):
+                for _, name in _files(folder, mail.template):
+                    found.append(env.get_template(name))
+                    source = (folder / name).read_text(encoding="utf-8")
+                    # A computed name (None here) is checked when a recipient's mail is rendered.
+                    parsed = env.parse(source)
+                    for used in filter(None, jinja_meta.find_referenced_templates(parsed)):
+                        env.get_template(used)
+            self._sound[folder, mail.template] = any("subject" in t.blocks for t in found)
+        if mail.subject is None and not self._sound[folder, mail.template]:
             raise _no_subject(event, mail)
 
     def _place(self, event: Event, mail: Mail, recipient_language: str | None) -> tuple[Path, str]:

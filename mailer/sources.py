@@ -183,13 +183,11 @@ def defaults_for(settings: Settings) -> EventDefaults:
     )
 
 
-def load_events(settings: Settings, paths: list[Path] | None = None) -> list[Loaded]:
-    """The named event files, else every one in the folder, valid or not.
-
-    The one loading path of `check`, `run` and `rehearse`.
-    """
-    sources = paths or find_event_files(settings.paths.schedules)
-    return [load_event(source, defaults=defaults_for(settings)) for source in sources]
+def load_events(settings: Settings) -> list[Loaded]:
+    """Every event file in the folder, valid or not, each read through `load_event`: the
+    one loading path of `check`, `run`, `rehearse` and `preview`."""
+    defaults = defaults_for(settings)
+    return [load_event(s, defaults=defaults) for s in find_event_files(settings.paths.schedules)]
 
 
 def load_stored(source: Path, *, toml: str, csv_text: str | None, defaults: EventDefaults) -> Event:
