@@ -17,10 +17,17 @@ from pathlib import Path
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.errors import MailerError
-from mailer.events import Event, EventDefaults, Mail, Recipient
+from mailer.events import Event, EventDefaults, Mail, Recipient, event_id_of
 from mailer.outbox import Outbox
 from mailer.plan import wanted_deliveries
-from mailer.sources import Loaded, defaults_for, find_event_files, load_event, load_stored
+from mailer.sources import (
+    Loaded,
+    defaults_for,
+    find_event_files,
+    load_event,
+    load_stored,
+    peek_digest,
+)
 from mailer.store import EventRow, Store
 
 log = logging.getLogger("mailer")
@@ -39,13 +46,32 @@ class Catalog:
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        self.events: dict[str, Event] = {}
+        self.events: dict[str, Event] = {}  # in force and parsed
+        # In force, planned, but not parsed: parsed again when one of its mails is due.
+        self._unparsed: dict[str, Path] = {}
+        self._parsing = asyncio.Lock()
 
-    def find(
+    @property
+    def in_force(self) -> int:
+        return len(self.events) + len(self._unparsed)
+
+    async def event(self, event_id: str) -> Event | None:
+        """The version in force of an event, parsed now if it was left unparsed."""
+        async with self._parsing:
+            source = self._unparsed.pop(event_id, None)
+            if source is not None:
+                loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
+                if loaded.event is not None:
+                    self.events[event_id] = loaded.event
+                else:  # changed under us and invalid now: the last valid version holds
+                    await self.keep_last_valid(loaded, await self.store.events())
+        return self.events.get(event_id)
+
+    async def find(
         self, event_id: str, mail_name: str, recipient_key: str
     ) -> tuple[Event, Mail, Recipient] | None:
         """The event, mail and person a delivery is for, if the version in force has them."""
-        event = self.events.get(event_id)
+        event = await self.event(event_id)
         mail = event and next((m for m in event.mails if m.name == mail_name), None)
         recipient = event and event.by_key.get(recipient_key)
         if event is None or mail is None or recipient is None or not event.gets(recipient, mail):
@@ -53,9 +79,38 @@ class Catalog:
         return event, mail, recipient
 
     async def load_all(self) -> None:
-        """Rebuild the plan from the event files and the database (SPEC §5.1)."""
+        """Rebuild the plan from the event files and the database (SPEC §5.1).
+
+        One event at a time, and none kept parsed: an event whose files are unchanged since
+        they were planned is not parsed at all, and one planned now is dropped after; each
+        is parsed again when one of its mails is due. A thousand events then cost their
+        plans, not a thousand recipient lists in memory, and a restart reads little.
+        """
         sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
-        await self.sync(sources, all_sources=True)
+        stored = await self.store.events()
+        seen = set()
+        for source in sources:
+            event_id = event_id_of(source)
+            seen.add(event_id)
+            row = stored.get(event_id)
+            if row is not None and row.error is None and row.digest is not None:
+                digest = await asyncio.to_thread(peek_digest, source)
+                if digest is not None and self._plan_digest(digest) == row.digest:
+                    self._unparsed[event_id] = source
+                    continue
+            loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
+            if loaded.event is None:
+                await self.keep_last_valid(loaded, stored)
+                continue
+            await self.apply(loaded, stored_digest=row.digest if row else None)
+            self._unparsed[loaded.id] = self.events.pop(loaded.id).source
+        for event_id, row in stored.items():
+            if event_id not in seen and not row.removed:
+                await self.remove(event_id)
+
+    @property
+    def _defaults(self) -> EventDefaults:
+        return defaults_for(self.settings)
 
     async def sync(
         self, sources: Iterable[Path], *, all_sources: bool = False, settle_s: float = 0.0
@@ -76,7 +131,7 @@ class Catalog:
             for source in doubtful:
                 loaded[source] = await asyncio.to_thread(load_event, source, defaults=defaults)
         for source, item in loaded.items():
-            known = item.id in self.events or item.id in stored
+            known = item.id in self.events or item.id in self._unparsed or item.id in stored
             if settle_s and item.event is not None and await self._would_cancel(item):
                 item = await self._settled(item, settle_s=settle_s, defaults=defaults)
             if item.event is not None:
@@ -110,6 +165,7 @@ class Catalog:
         assert event is not None
         digest = self._plan_digest(loaded.digest)
         self.events[event.id] = event
+        self._unparsed.pop(event.id, None)
         self.outbox.forget(event.id)
         plan = None
         if digest != stored_digest:
@@ -170,6 +226,7 @@ class Catalog:
     async def remove(self, event_id: str) -> None:
         cancelled = await self.store.remove_event(event_id, now=self._now())
         self.events.pop(event_id, None)
+        self._unparsed.pop(event_id, None)
         log.info("%s: event file removed; %d undelivered deliveries cancelled", event_id, cancelled)
 
     def _now(self) -> float:

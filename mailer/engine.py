@@ -22,7 +22,6 @@ from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.errors import MailerError
-from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
@@ -83,10 +82,6 @@ class Engine:
         """Hot reload of the files the watcher saw change (SPEC §5.2)."""
         await self.catalog.sync(sources, settle_s=SETTLE_S)
         self.wakeup.set()
-
-    @property
-    def events(self) -> dict[str, Event]:
-        return self.catalog.events
 
     # -- sending --------------------------------------------------------------------------
 
@@ -157,7 +152,7 @@ class Engine:
 
     async def deliver(self, claimed: Claimed) -> DeliveryState:
         """Compose, send and record one delivery; the state it ended in."""
-        found = self.catalog.find(claimed.event, claimed.mail, claimed.recipient)
+        found = await self.catalog.find(claimed.event, claimed.mail, claimed.recipient)
         if found is None:  # edited away since it was planned: never sent, not an error
             await self.store.set_state(
                 [claimed.id], DeliveryState.CANCELLED, reply="no longer in the event"
@@ -235,7 +230,7 @@ class Engine:
             coalesce=True,
         )
         self._scheduler.start()
-        log.info("running: %d events in force", len(self.events))
+        log.info("running: %d events in force", self.catalog.in_force)
         watcher = asyncio.create_task(
             watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
             if watch_folder

@@ -83,18 +83,21 @@ class Plan:
 
 
 def wanted_deliveries(event: Event, *, domain: str) -> list[Wanted]:
-    """Every (mail, recipient) pair the event asks for, with its times."""
-    return [
-        Wanted(
-            mail.name,
-            recipient.key,
-            mail.due.timestamp(),
-            mail.expires.timestamp(),
-            message_id(event.id, mail.name, recipient.key, domain=domain),
-        )
-        for mail in event.mails
-        for recipient in event.recipients_of(mail)
-    ]
+    """Every (mail, recipient) pair the event asks for, with its times.
+
+    A hot loop at start (200,000 pairs for 1,000 events): each mail's times are computed
+    once, not once per recipient.
+    """
+    wanted = []
+    for mail in event.mails:
+        due, expires = mail.due.timestamp(), mail.expires.timestamp()
+        wanted += [
+            Wanted(
+                mail.name, key, due, expires, message_id(event.id, mail.name, key, domain=domain)
+            )
+            for key in (recipient.key for recipient in event.recipients_of(mail))
+        ]
+    return wanted
 
 
 def plan_event(event_id: str, wanted: Iterable[Wanted], stored: Iterable[Stored]) -> Plan:

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from mailer.addresses import InvalidAddress, normalize_address
 from mailer.errors import Collector
 
+# Recipients of a parsed event are many (a seminar of 5,000): slots save a __dict__ each, and
+# recipients without free columns share one empty mapping, those in the same groups one set.
+NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Recipient:
     """A person an event writes to. `key` (the lower-cased address) identifies them across edits."""
 
@@ -106,7 +112,7 @@ def make_recipient(row: Mapping[str, Any], *, where: str, problems: Collector) -
     if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
         problems.add(f"{where}.language", f'expected a language code like "sv", got {language!r}')
     groups = _groups(row.get("groups", ()), key=f"{where}.groups", problems=problems)
-    fields = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS}
+    fields = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS} or NO_FIELDS
     for key, value in fields.items():
         if isinstance(value, str):
             _text(value, key=f"{where}.{shown(key)}", problems=problems, one_line=False)
@@ -148,7 +154,13 @@ def _groups(value: object, *, key: str, problems: Collector) -> frozenset[str]:
     if not isinstance(items, list | tuple) or not all(isinstance(g, str) for g in items):
         problems.add(key, 'expected a list of group names, like ["registered", "attended"]')
         return frozenset()
-    return frozenset(g.strip() for g in items if g.strip())
+    return _group_set(tuple(g.strip() for g in items if g.strip()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_set(names: tuple[str, ...]) -> frozenset[str]:
+    """One shared set per distinct list of groups (a handful per event)."""
+    return frozenset(names)
 
 
 def unique(found: list[tuple[str, Recipient]], *, problems: Collector) -> tuple[Recipient, ...]:

@@ -70,7 +70,7 @@ async def send_now(
     engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
     try:
         await engine.catalog.load_all()
-        _check_asked(engine, settings, event_id, mail, recipient)
+        await _check_asked(engine, settings, event_id, mail, recipient)
         started = engine._now()
         await store.requeue(
             event_id,
@@ -96,10 +96,10 @@ async def send_now(
         await store.close()
 
 
-def _check_asked(
+async def _check_asked(
     engine: Engine, settings: Settings, event_id: str, mail: str, recipient: str | None
 ) -> None:
-    event = engine.events.get(event_id)
+    event = await engine.catalog.event(event_id)
     found = event and next((m for m in event.mails if m.name == mail), None)
     if event is None or found is None:
         raise MailerError(

@@ -172,3 +172,17 @@ async def test_times_are_stored_as_utc_instants(tmp_path: Path):
     async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
         (first, *_) = await engine.store.mail_counts()
         assert datetime.fromtimestamp(first.due, UTC) == INVITATION_DUE
+
+
+async def test_a_restart_leaves_unchanged_events_unparsed_until_a_mail_is_due(tmp_path: Path):
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    clock = ManualClock(INVITATION_DUE - timedelta(minutes=1))
+    async with engine_at(tmp_path, clock) as engine:  # plans it, and keeps nothing parsed
+        assert engine.catalog.events == {} and engine.catalog.in_force == 1
+    async with engine_at(tmp_path, clock) as engine:  # a restart: the files are unchanged
+        assert engine.catalog.events == {} and engine.catalog.in_force == 1
+        clock.set(INVITATION_DUE)
+        assert await engine.step() == 2
+        assert set(engine.catalog.events) == {"forlabb"}  # parsed when its mail fell due
+    assert len(maildir(tmp_path)) == 2
