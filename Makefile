@@ -20,7 +20,7 @@ check: $(STAMP)
 	$(BIN)/mailer check -c config.example.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check mailer tests
+	$(BIN)/ruff check mailer tests bench
 	$(BIN)/lint-imports
 
 test: $(STAMP) lint
