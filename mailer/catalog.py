@@ -28,7 +28,7 @@ from mailer.sources import (
     load_stored,
     peek_digest,
 )
-from mailer.store import EventRow, Store
+from mailer.store import Store
 
 log = logging.getLogger("mailer")
 
@@ -64,7 +64,7 @@ class Catalog:
                 if loaded.event is not None:
                     self.events[event_id] = loaded.event
                 else:  # changed under us and invalid now: the last valid version holds
-                    await self.keep_last_valid(loaded, await self.store.events())
+                    await self.keep_last_valid(loaded)
         return self.events.get(event_id)
 
     async def find(
@@ -100,7 +100,7 @@ class Catalog:
                     continue
             loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
             if loaded.event is None:
-                await self.keep_last_valid(loaded, stored)
+                await self.keep_last_valid(loaded)
                 continue
             await self.apply(loaded, stored_digest=row.digest if row else None)
             self._unparsed[loaded.id] = self.events.pop(loaded.id).source
@@ -141,7 +141,7 @@ class Catalog:
                 if known:
                     await self.remove(item.id)
             else:
-                await self.keep_last_valid(item, stored)
+                await self.keep_last_valid(item)
         if all_sources:
             for event_id, row in stored.items():
                 if event_id not in {item.id for item in loaded.values()} and not row.removed:
@@ -204,21 +204,19 @@ class Catalog:
         )
         return hashlib.sha256(basis.encode()).hexdigest()
 
-    async def keep_last_valid(self, loaded: Loaded, stored: dict[str, EventRow]) -> None:
+    async def keep_last_valid(self, loaded: Loaded) -> None:
         """SPEC §5.2: an invalid file changes nothing; the last valid version stays in force."""
         for problem in str(loaded.error).splitlines():  # one log line per problem
             log.error("%s", problem)
         await self.store.save_error(
             loaded.id, source=str(loaded.source), error=str(loaded.error), now=self._now()
         )
-        row = stored.get(loaded.id)
-        if loaded.id not in self.events and row is not None and row.toml:
+        texts = await self.store.last_valid(loaded.id) if loaded.id not in self.events else None
+        self._unparsed.pop(loaded.id, None)
+        if texts is not None:
             try:
                 self.events[loaded.id] = load_stored(
-                    loaded.source,
-                    toml=row.toml,
-                    csv_text=row.csv,
-                    defaults=defaults_for(self.settings),
+                    loaded.source, toml=texts[0], csv_text=texts[1], defaults=self._defaults
                 )
             except MailerError as exc:
                 log.error("%s: the last valid version no longer loads: %s", loaded.id, exc)

@@ -127,9 +127,7 @@ class EventRow:
     id: str
     source: str
     title: str
-    digest: str | None
-    toml: str | None
-    csv: str | None
+    digest: str | None  # of the last valid version; None if there never was one
     error: str | None
     removed: bool
     mails: str = "[]"
@@ -237,10 +235,19 @@ class Store:
     # -- events ---------------------------------------------------------------------------
 
     async def events(self) -> dict[str, EventRow]:
+        """Every event known, without the texts of its last valid version (megabytes at
+        1,000 events, and needed only while a file is invalid: `last_valid`)."""
         rows = await self._rows(
-            "SELECT id, source, title, digest, toml, csv, error, removed, mails FROM events"
+            "SELECT id, source, title, digest, error, removed, mails FROM events"
         )
-        return {row[0]: EventRow(*row[:7], removed=bool(row[7]), mails=row[8]) for row in rows}
+        return {row[0]: EventRow(*row[:5], removed=bool(row[5]), mails=row[6]) for row in rows}
+
+    async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
+        """The TOML and CSV text of an event's last valid version, if it had one."""
+        rows = await self._rows(
+            "SELECT toml, csv FROM events WHERE id = ? AND toml IS NOT NULL", (event_id,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
 
     async def save_valid(
         self,
