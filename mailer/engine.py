@@ -15,6 +15,7 @@ import random
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -221,14 +222,7 @@ class Engine:
         else:
             await self.catalog.sync(sources)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._scheduler.add_job(
-            self._poke,
-            "interval",
-            seconds=POLL_S,
-            id="poll",
-            misfire_grace_time=None,
-            coalesce=True,
-        )
+        self._wake("poll", "interval", seconds=POLL_S)
         self._scheduler.start()
         log.info("running: %d events in force", self.catalog.in_force)
         watcher = asyncio.create_task(
@@ -265,23 +259,29 @@ class Engine:
             log.error("sending stopped for now: %s", "; ".join(str(c) for c in causes))
 
     async def _arm(self) -> None:
-        """One wake-up at the earliest due time; `misfire_grace_time=None` because a late
-        wake-up (a slow start, a busy loop) must still fire: APScheduler's default of 1 s
-        would silently skip it (MEASUREMENTS.md)."""
+        """One wake-up at the earliest due time (or the end of a pause)."""
         next_due = await self.store.next_due()
         if next_due is None or self._scheduler is None:
             return
         if self._paused_until is not None:
             next_due = max(next_due, self._paused_until)
-        when = self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
+        self._wake(
+            "wake", "date", run_date=self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
+        )
+
+    def _wake(self, job_id: str, trigger: str, **when: Any) -> None:
+        """(Re)place a job that only pokes the engine. `misfire_grace_time=None`: a late
+        wake-up (a slow start, a busy loop) must still fire; APScheduler's default of 1 s
+        would silently skip it (MEASUREMENTS.md)."""
+        assert self._scheduler is not None
         self._scheduler.add_job(
             self._poke,
-            "date",
-            run_date=when,
-            id="wake",
+            trigger,
+            id=job_id,
             replace_existing=True,
             misfire_grace_time=None,
             coalesce=True,
+            **when,
         )
 
     async def _poke(self) -> None:

@@ -21,12 +21,7 @@ def slow(value: str) -> str | None:
 @settings(max_examples=150, deadline=None)
 @given(st.from_regex(_PLAIN, fullmatch=True))
 def test_every_address_the_fast_path_accepts_email_validator_accepts_alike(value: str):
-    try:
-        fast = normalize_address(value)
-    except InvalidAddress:
-        assert slow(value) is None
-    else:
-        assert fast == slow(value)
+    assert_agree(value)
 
 
 @settings(max_examples=150, deadline=None)
@@ -35,6 +30,10 @@ def test_every_address_the_fast_path_accepts_email_validator_accepts_alike(value
     | st.builds(lambda a, b: f"{a}@{b}", st.text(max_size=20), st.text(max_size=30))
 )
 def test_on_any_text_the_two_agree(value: str):
+    assert_agree(value)
+
+
+def assert_agree(value: str) -> None:
     try:
         fast = normalize_address(value)
     except InvalidAddress:
