@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -36,6 +37,9 @@ log = logging.getLogger("mailer")
 # again after this pause: long enough for an editor's save or a copy to finish, short enough
 # to reload within a second.
 SETTLE_S = 0.3
+# Parsed events held at once (a 200-recipient event is ~80 KB parsed). Deliveries are claimed
+# in due order and id order, so those of one event come together: a few suffice.
+MAX_PARSED = 16
 
 
 class Catalog:
@@ -46,7 +50,7 @@ class Catalog:
         self.store = store
         self.outbox = outbox
         self.clock = clock
-        self.events: dict[str, Event] = {}  # in force and parsed
+        self.events: OrderedDict[str, Event] = OrderedDict()  # in force, parsed; LRU order
         # In force, planned, but not parsed: parsed again when one of its mails is due.
         self._unparsed: dict[str, Path] = {}
         self._parsing = asyncio.Lock()
@@ -62,10 +66,23 @@ class Catalog:
             if source is not None:
                 loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
                 if loaded.event is not None:
-                    self.events[event_id] = loaded.event
+                    self._keep(loaded.event)
                 else:  # changed under us and invalid now: the last valid version holds
                     await self.keep_last_valid(loaded)
+        if event_id in self.events:
+            self.events.move_to_end(event_id)
         return self.events.get(event_id)
+
+    def _keep(self, event: Event) -> None:
+        """Hold an event parsed, and let the least recently used beyond MAX_PARSED go back to
+        unparsed (parsed again when next needed): memory stays bounded however many events
+        send mail over the months, while the few sending now stay at hand."""
+        self.events[event.id] = event
+        self.events.move_to_end(event.id)
+        self._unparsed.pop(event.id, None)
+        while len(self.events) > MAX_PARSED:
+            _, oldest = self.events.popitem(last=False)
+            self._unparsed[oldest.id] = oldest.source
 
     async def find(
         self, event_id: str, mail_name: str, recipient_key: str
@@ -164,8 +181,7 @@ class Catalog:
         event = loaded.event
         assert event is not None
         digest = self._plan_digest(loaded.digest)
-        self.events[event.id] = event
-        self._unparsed.pop(event.id, None)
+        self._keep(event)
         self.outbox.forget(event.id)
         plan = None
         if digest != stored_digest:
@@ -215,8 +231,10 @@ class Catalog:
         self._unparsed.pop(loaded.id, None)
         if texts is not None:
             try:
-                self.events[loaded.id] = load_stored(
-                    loaded.source, toml=texts[0], csv_text=texts[1], defaults=self._defaults
+                self._keep(
+                    load_stored(
+                        loaded.source, toml=texts[0], csv_text=texts[1], defaults=self._defaults
+                    )
                 )
             except MailerError as exc:
                 log.error("%s: the last valid version no longer loads: %s", loaded.id, exc)

@@ -65,7 +65,9 @@ class Engine:
         self._scheduler: AsyncIOScheduler | None = None
         self._paused_until: float | None = None
         self.paused_because: str | None = None
-        self.outcomes: dict[int, DeliveryState] = {}  # how each delivery ended, by its id
+        # How each delivery of the last step ended, by id (what `mailer send` reports). Per
+        # step, not for the life of the service: that would grow by one entry per delivery.
+        self.outcomes: dict[int, DeliveryState] = {}
 
     # -- planning -------------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Engine:
         """
         claimed: deque[Claimed] = deque()
         claim_lock = asyncio.Lock()
+        self.outcomes = {}
 
         def may_go_on() -> bool:
             return not self.stopping.is_set() and not self._is_paused()

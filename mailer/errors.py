@@ -60,22 +60,6 @@ def raise_if_any(problems: list[MailerError]) -> None:
         raise Problems(problems)
 
 
-class TransportError(MailerError):
-    """A message could not be handed over. Carries the SMTP code and reply when there was one.
-
-    `is_permanent` is true for 5xx replies: retrying would only repeat the refusal.
-    """
-
-    def __init__(self, message: str, *, code: int | None = None, reply: str = "") -> None:
-        self.code = code
-        self.reply = reply
-        super().__init__(message)
-
-    @property
-    def is_permanent(self) -> bool:
-        return self.code is not None and 500 <= self.code < 600
-
-
 class Collector:
     """Gathers the problems of one file, so validation can report all of them at once."""
 

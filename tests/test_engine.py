@@ -186,3 +186,15 @@ async def test_a_restart_leaves_unchanged_events_unparsed_until_a_mail_is_due(tm
         assert await engine.step() == 2
         assert set(engine.catalog.events) == {"forlabb"}  # parsed when its mail fell due
     assert len(maildir(tmp_path)) == 2
+
+
+async def test_memory_holds_a_bounded_number_of_parsed_events(tmp_path: Path):
+    from mailer.catalog import MAX_PARSED
+
+    make_project(tmp_path)
+    for number in range(MAX_PARSED + 4):
+        write_event(tmp_path, f"forlabb-{number}")
+    async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
+        assert await engine.step() == 2 * (MAX_PARSED + 4)  # every one parsed and sent
+        assert len(engine.catalog.events) == MAX_PARSED
+        assert engine.catalog.in_force == MAX_PARSED + 4
