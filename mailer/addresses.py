@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 # RFC 5322 atext; RFC 1035 labels; a top-level domain that starts and ends with a letter.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -27,6 +28,8 @@ MAX_DOMAIN = 253
 MAX_ADDRESS = 254
 # email-validator refuses addresses at these reserved names (RFC 6761 and friends).
 _SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
+# Role mailboxes (RFC 2142: postmaster, abuse, ftp, ...) email-validator lower-cases.
+_ROLE_MAILBOXES = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 
 
 class InvalidAddress(ValueError):
@@ -53,4 +56,5 @@ def _is_ordinary(local: str, domain: str) -> bool:
         and len(domain) <= MAX_DOMAIN
         and len(local) + 1 + len(domain) <= MAX_ADDRESS
         and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_USE
+        and local.lower() not in _ROLE_MAILBOXES
     )

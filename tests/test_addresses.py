@@ -51,6 +51,8 @@ def assert_agree(value: str) -> None:
         ("a@localhost", None),
         ("a..b@example.org", None),
         ("a@123.456", None),  # numeric top-level domain
+        ("FTP@0.A", "ftp@0.a"),  # RFC 2142 role mailbox: email-validator lower-cases it
+        ("Postmaster@Example.org", "postmaster@example.org"),
     ],
 )
 def test_examples(value: str, expected: str | None):
