@@ -20,11 +20,11 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN = re.compile(
-    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z])?)"
+    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@"
+    rf"(?P<domain>(?:{_LABEL}\.)+(?P<tld>[A-Za-z](?:[A-Za-z0-9-]{{0,61}}[A-Za-z])?))"
 )
 # Lengths from RFC 5321 §4.5.3.1 as email-validator applies them.
 MAX_LOCAL = 64
-MAX_DOMAIN = 253
 MAX_ADDRESS = 254
 # email-validator refuses addresses at these reserved names (RFC 6761 and friends).
 _SPECIAL_USE = frozenset(("arpa", "invalid", "local", "localhost", "onion", "test"))
@@ -39,7 +39,7 @@ class InvalidAddress(ValueError):
 def normalize_address(value: str) -> str:
     """The address in normal form (domain lower-cased), or InvalidAddress. No DNS."""
     plain = _PLAIN.fullmatch(value)
-    if plain and _is_ordinary(plain["local"], plain["domain"]):
+    if plain and _is_ordinary(value, plain):
         domain = plain["domain"]
         # The string as read when already in normal form: 200,000 copies fewer.
         return value if domain.islower() else f"{plain['local']}@{domain.lower()}"
@@ -50,11 +50,13 @@ def normalize_address(value: str) -> str:
     return checked.ascii_email or checked.normalized
 
 
-def _is_ordinary(local: str, domain: str) -> bool:
+def _is_ordinary(value: str, plain: re.Match[str]) -> bool:
+    """Within the lengths, not at a reserved name, not a role mailbox. (The domain of an
+    address within MAX_ADDRESS is within the 253 characters a domain may have.)"""
+    local = plain["local"]
     return (
-        len(local) <= MAX_LOCAL
-        and len(domain) <= MAX_DOMAIN
-        and len(local) + 1 + len(domain) <= MAX_ADDRESS
-        and domain.rsplit(".", 1)[-1].lower() not in _SPECIAL_USE
+        len(value) <= MAX_ADDRESS
+        and len(local) <= MAX_LOCAL
+        and plain["tld"].lower() not in _SPECIAL_USE
         and local.lower() not in _ROLE_MAILBOXES
     )

@@ -227,8 +227,7 @@ def _recipients(
         csv_path = inside(source.parent, table["file"], key="recipients.file", problems=problems)
         if csv_path and csv_text is not None:
             csv_problems = Collector(csv_path)
-            rows = parse_csv(csv_text, problems=csv_problems)
-            found += [(f"{csv_path.name} {where}", r) for where, r in rows]
+            found += parse_csv(csv_text, problems=csv_problems, label=csv_path.name)
             problems.extend(csv_problems.problems)
     if "people" in table:
         found += parse_people(table["people"], problems=problems)
