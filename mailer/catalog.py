@@ -8,11 +8,17 @@ the file on disk is invalid, across restarts too, the last valid version stays i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import Iterable
+import multiprocessing
+import os
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.clock import Clock
@@ -20,7 +26,7 @@ from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.events import Event, EventDefaults, Mail, Recipient, event_id_of
 from mailer.outbox import Outbox
-from mailer.plan import wanted_deliveries
+from mailer.plan import Wanted, wanted_deliveries
 from mailer.sources import (
     Loaded,
     defaults_for,
@@ -29,7 +35,7 @@ from mailer.sources import (
     load_stored,
     peek_digest,
 )
-from mailer.store import Store
+from mailer.store import EventRow, Store, Version
 
 log = logging.getLogger("mailer")
 
@@ -40,6 +46,15 @@ SETTLE_S = 0.3
 # Parsed events held at once (a 200-recipient event is ~80 KB parsed). Deliveries are claimed
 # in due order and id order, so those of one event come together: a few suffice.
 MAX_PARSED = 16
+# At start, event files are read this many ahead of the one being planned, and plans saved
+# in batches of about this many deliveries (one transaction each).
+READ_AHEAD = 16
+BATCH_DELIVERIES = 10_000
+# From this many files to read, worker processes read them (one per core, at most this
+# many; the service's own share is small): below it, starting them costs more than it saves.
+POOL_MIN_EVENTS = 50
+MAX_READERS = 4
+READER_NICENESS = 10
 
 
 class Catalog:
@@ -98,32 +113,64 @@ class Catalog:
     async def load_all(self) -> None:
         """Rebuild the plan from the event files and the database (SPEC §5.1).
 
-        One event at a time, and none kept parsed: an event whose files are unchanged since
-        they were planned is not parsed at all, and one planned now is dropped after; each
-        is parsed again when one of its mails is due. A thousand events then cost their
-        plans, not a thousand recipient lists in memory, and a restart reads little.
+        None kept parsed: an event whose files are unchanged since they were planned is not
+        parsed at all, and one planned now is dropped after; each is parsed again when one
+        of its mails is due. A thousand events then cost their plans, not a thousand
+        recipient lists in memory, and a restart reads little.
+
+        The files to read are read a few ahead of the one being planned, by worker processes
+        when there are many (reading is most of the work, and one interpreter runs on one
+        core), and plans are saved in batches, one transaction each.
         """
         sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
         stored = await self.store.events()
-        seen = set()
-        for source in sources:
-            event_id = event_id_of(source)
-            seen.add(event_id)
-            row = stored.get(event_id)
-            if row is not None and row.error is None and row.digest is not None:
-                digest = await asyncio.to_thread(peek_digest, source)
-                if digest is not None and self._plan_digest(digest) == row.digest:
-                    self._unparsed[event_id] = source
-                    continue
-            loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
-            if loaded.event is None:
-                await self.keep_last_valid(loaded)
-                continue
-            await self.apply(loaded, stored_digest=row.digest if row else None)
-            self._unparsed[loaded.id] = self.events.pop(loaded.id).source
+        unchanged = await asyncio.to_thread(self._unchanged, sources, stored)
+        self._unparsed.update((event_id_of(source), source) for source in unchanged)
+        changed = [source for source in sources if source not in unchanged]
+        batch: list[Version] = []
+        with _readers(len(changed)) as executor:
+            async with asyncio.TaskGroup() as tasks:
+                saving: asyncio.Task[None] | None = None
+                async for source, reading in _read_ahead(changed, self.settings, executor):
+                    await asyncio.sleep(0)  # readings come ready: due mail may go in between
+                    version = await self._start_plan(source, reading, stored)
+                    batch += [version] if version else []
+                    if sum(v.plan.size for v in batch if v.plan) >= BATCH_DELIVERIES:
+                        if saving is not None:  # one batch is saved while the next fills
+                            await saving
+                        saving = tasks.create_task(self._save(batch))
+                        batch = []
+                if batch:
+                    tasks.create_task(self._save(batch))
+        seen = {event_id_of(source) for source in sources}
         for event_id, row in stored.items():
             if event_id not in seen and not row.removed:
                 await self.remove(event_id)
+
+    async def _start_plan(
+        self, source: Path, reading: Reading | None, stored: dict[str, EventRow]
+    ) -> Version | None:
+        """A file read at start, planned (and left unparsed); None if it is invalid."""
+        if reading is None:  # invalid: read here again, to log and keep why
+            loaded = await asyncio.to_thread(load_event, source, defaults=self._defaults)
+            if loaded.event is None:
+                await self.keep_last_valid(loaded)
+                return None
+            reading = reading_of(loaded, self.settings)
+        event_id = reading.version.event_id
+        self._unparsed[event_id] = source
+        return await self._planned(reading, stored.get(event_id))
+
+    def _unchanged(self, sources: list[Path], stored: dict[str, EventRow]) -> set[Path]:
+        """The event files whose version in force is the one planned last (a quick look)."""
+        unchanged = set()
+        for source in sources:
+            row = stored.get(event_id_of(source))
+            if row is not None and row.error is None and row.digest is not None:
+                digest = peek_digest(source)
+                if digest is not None and plan_digest(digest, self.settings) == row.digest:
+                    unchanged.add(source)
+        return unchanged
 
     @property
     def _defaults(self) -> EventDefaults:
@@ -152,8 +199,7 @@ class Catalog:
             if settle_s and item.event is not None and await self._would_cancel(item):
                 item = await self._settled(item, settle_s=settle_s, defaults=defaults)
             if item.event is not None:
-                row = stored.get(item.id)
-                await self.apply(item, stored_digest=row.digest if row else None)
+                await self.apply(item, stored=stored.get(item.id))
             elif not source.exists():
                 if known:
                     await self.remove(item.id)
@@ -177,48 +223,33 @@ class Catalog:
         again = await asyncio.to_thread(load_event, loaded.source, defaults=defaults)
         return again if again.digest != loaded.digest else loaded
 
-    async def apply(self, loaded: Loaded, *, stored_digest: str | None) -> None:
-        event = loaded.event
-        assert event is not None
-        digest = self._plan_digest(loaded.digest)
-        self._keep(event)
-        self.outbox.forget(event.id)
-        plan = None
-        if digest != stored_digest:
-            wanted = wanted_deliveries(event, domain=self.settings.sender.message_id_domain)
-            plan = await self.store.plan(event.id, wanted)
-        await self.store.save_valid(
-            event.id,
-            source=str(loaded.source),
-            title=event.title,
-            digest=digest,
-            toml=loaded.toml,
-            csv=loaded.csv,
-            mails=json.dumps(
-                [
-                    {
-                        "name": m.name,
-                        "due": m.due.timestamp(),
-                        "expires": m.expires.timestamp(),
-                        "to": list(m.to),
-                    }
-                    for m in event.mails
-                ]
-            ),
-            plan=plan,
-            now=self._now(),
-        )
-        if plan is not None and not plan.is_empty:
-            log.info("%s: plan updated: %s", event.id, plan.summary())
+    async def apply(self, loaded: Loaded, *, stored: EventRow | None) -> None:
+        """Bring a valid version into force: keep it parsed, plan it, save both."""
+        await self._save([await self._version(loaded, stored)])
 
-    def _plan_digest(self, content_digest: str) -> str:
-        """The plan depends on the files and on the settings that shape times and IDs."""
-        sending, sender = self.settings.sending, self.settings.sender
-        basis = (
-            f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-            f"{sender.message_id_domain}"
+    async def _version(self, loaded: Loaded, stored: EventRow | None) -> Version:
+        """A valid version kept parsed, with the plan it takes (`stored`: the row of the
+        version stored, None for a new event)."""
+        assert loaded.event is not None
+        self._keep(loaded.event)
+        self.outbox.forget(loaded.id)
+        return await self._planned(reading_of(loaded, self.settings), stored)
+
+    async def _planned(self, reading: Reading, stored: EventRow | None) -> Version:
+        """The version with the plan it takes, unless it plans as the version stored."""
+        version = reading.version
+        if stored is not None and stored.digest == version.digest:
+            return version
+        plan = await self.store.plan(
+            version.event_id, reading.wanted, stored_before=stored is not None
         )
-        return hashlib.sha256(basis.encode()).hexdigest()
+        return dataclasses.replace(version, plan=plan)
+
+    async def _save(self, versions: list[Version]) -> None:
+        await self.store.save_valid(versions, now=self._now())
+        for version in versions:
+            if version.plan is not None and not version.plan.is_empty:
+                log.info("%s: plan updated: %s", version.event_id, version.plan.summary())
 
     async def keep_last_valid(self, loaded: Loaded) -> None:
         """SPEC §5.2: an invalid file changes nothing; the last valid version stays in force."""
@@ -247,3 +278,86 @@ class Catalog:
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A valid event file as planning needs it: what the store keeps, what the event wants."""
+
+    version: Version  # without its plan: that takes the stored deliveries
+    wanted: list[Wanted]
+
+
+def read_for_plan(source: Path, settings: Settings) -> Reading | None:
+    """Read one event file for planning (in a worker process, at start); None if invalid.
+    (Only a valid reading is sent back: errors do not survive pickling intact.)"""
+    loaded = load_event(source, defaults=defaults_for(settings))
+    return reading_of(loaded, settings) if loaded.event is not None else None
+
+
+def reading_of(loaded: Loaded, settings: Settings) -> Reading:
+    event = loaded.event
+    assert event is not None
+    mails = [
+        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
+        for m in event.mails
+    ]
+    version = Version(
+        event.id,
+        str(loaded.source),
+        event.title,
+        plan_digest(loaded.digest, settings),
+        loaded.toml,
+        loaded.csv,
+        json.dumps(mails),
+    )
+    return Reading(version, wanted_deliveries(event, domain=settings.sender.message_id_domain))
+
+
+def plan_digest(content_digest: str, settings: Settings) -> str:
+    """The plan depends on the files and on the settings that shape times and IDs."""
+    sending, sender = settings.sending, settings.sender
+    basis = (
+        f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
+        f"{sender.message_id_domain}"
+    )
+    return hashlib.sha256(basis.encode()).hexdigest()
+
+
+@contextmanager
+def _readers(count: int) -> Iterator[Executor | None]:
+    """Worker processes to read `count` event files in parallel, if there are enough
+    to repay starting them (~0.5 s: a fresh interpreter imports mailer; "spawn", because
+    forking a process that runs threads is unsafe); else None: the loop's threads."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if count < POOL_MIN_EVENTS or (cores or 1) < 2:  # on one core a second process is no help
+        yield None
+        return
+    try:
+        pool = ProcessPoolExecutor(
+            max_workers=min(cores or 1, MAX_READERS),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=os.nice,  # below the service: its loop first, then reading
+            initargs=(READER_NICENESS,),
+        )
+    except (OSError, NotImplementedError):  # no process semaphores here: threads it is
+        yield None
+        return
+    with pool:
+        yield pool
+
+
+async def _read_ahead(
+    sources: list[Path], settings: Settings, executor: Executor | None
+) -> AsyncIterator[tuple[Path, Reading | None]]:
+    """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile."""
+    loop = asyncio.get_running_loop()
+    ahead: deque[tuple[Path, asyncio.Future[Reading | None]]] = deque()
+    for source in sources:
+        ahead.append((source, loop.run_in_executor(executor, read_for_plan, source, settings)))
+        if len(ahead) > READ_AHEAD:
+            source, reading = ahead.popleft()
+            yield source, await reading
+    while ahead:
+        source, reading = ahead.popleft()
+        yield source, await reading

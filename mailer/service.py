@@ -7,6 +7,7 @@ knows nothing of commands.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections import Counter
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ def transport_for(settings: Settings) -> Transport:
 
 async def serve(settings: Settings, *, clock: Clock) -> None:
     """`mailer run`: the service until SIGTERM or SIGINT, then a clean stop."""
+    # What is loaded by now (modules, templates' machinery, settings) lives as long as the
+    # process. Frozen out of the collector's sight, a full collection takes a few ms instead
+    # of the ~30 ms that held up the event loop (and due mail) every second or so.
+    gc.collect()
+    gc.freeze()
     store = await Store.open(settings.paths.database)
     engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
     loop = asyncio.get_running_loop()

@@ -123,6 +123,21 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class Version:
+    """An event's valid version as kept in force (its texts, so that it can be parsed again
+    while the file is invalid, across restarts too) and the plan that brings it in."""
+
+    event_id: str
+    source: str
+    title: str
+    digest: str
+    toml: str
+    csv: str | None
+    mails: str  # JSON: name, due, expires, to
+    plan: Plan | None = None  # None: the stored deliveries already match
+
+
+@dataclass(frozen=True)
 class EventRow:
     id: str
     source: str
@@ -249,22 +264,12 @@ class Store:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    async def save_valid(
-        self,
-        event_id: str,
-        *,
-        source: str,
-        title: str,
-        digest: str,
-        toml: str,
-        csv: str | None,
-        mails: str,
-        plan: Plan | None,
-        now: float,
-    ) -> None:
-        """Remember the event's newest valid version, in the transaction that applies its plan."""
+    async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
+        """Remember events' newest valid versions, in the transaction that applies their
+        plans (one transaction for many events at start: a commit and a few round trips to
+        aiosqlite's thread per batch, not per event)."""
         async with self.transaction() as db:
-            await db.execute(
+            await db.executemany(
                 """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
                                        removed, updated_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)
@@ -272,10 +277,12 @@ class Store:
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL, removed = 0,
                        updated_at = excluded.updated_at""",
-                (event_id, source, title, digest, toml, csv, mails, now),
+                [
+                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now)
+                    for v in versions
+                ],
             )
-            if plan is not None:
-                await _apply(db, plan)
+            await _apply(db, [v.plan for v in versions if v.plan is not None])
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
@@ -301,12 +308,18 @@ class Store:
             )
             return cursor.rowcount
 
-    async def plan(self, event_id: str, wanted: Iterable[Wanted]) -> Plan:
-        """What it takes to make the stored deliveries match `wanted` (read, not applied)."""
-        rows = await self._rows(
-            "SELECT id, mail, recipient, due, expires, state FROM deliveries WHERE event = ?",
-            (event_id,),
-        )
+    async def plan(
+        self, event_id: str, wanted: Iterable[Wanted], *, stored_before: bool = True
+    ) -> Plan:
+        """What it takes to make the stored deliveries match `wanted` (read, not applied).
+        `stored_before=False`: an event without a row in `events` has no deliveries either
+        (both are written in one transaction), so there is nothing to read."""
+        rows = []
+        if stored_before:
+            rows = await self._rows(
+                "SELECT id, mail, recipient, due, expires, state FROM deliveries WHERE event = ?",
+                (event_id,),
+            )
         stored = [Stored(r[0], r[1], r[2], r[3], r[4], DeliveryState(r[5])) for r in rows]
         return plan_event(event_id, wanted, stored)
 
@@ -498,32 +511,51 @@ class Store:
         return [DeliveryRow(*row) for row in rows]
 
 
-async def _apply(db: aiosqlite.Connection, plan: Plan) -> None:
-    """Write a plan. Guarded by state, so a delivery claimed meanwhile is left as it is."""
+async def _apply(db: aiosqlite.Connection, plans: Sequence[Plan]) -> None:
+    """Write plans. Guarded by state, so a delivery claimed meanwhile is left as it is.
+
+    Each statement is a round trip to aiosqlite's thread: the empty ones are skipped. The
+    rows to insert (10,000 in a batch at start) are generated in that thread as SQLite takes
+    them, not built first on the event loop.
+    """
     pending = _PENDING_SQL
-    await db.executemany(
-        "INSERT INTO deliveries (event, mail, recipient, due, expires, state, next_attempt, "
-        "message_id) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?)",
-        [
-            (plan.event_id, w.mail, w.recipient, w.due, w.expires, w.due, w.message_id)
-            for w in plan.inserts
-        ],
-    )
-    await db.executemany(
-        f"UPDATE deliveries SET due = ?, expires = ?, next_attempt = CASE WHEN state = "
-        f"'scheduled' THEN ? ELSE MAX(next_attempt, ?) END WHERE id = ? AND state IN {pending}",
-        [(r.due, r.expires, r.due, r.due, r.id) for r in plan.retimes],
-    )
-    await db.executemany(
-        "UPDATE deliveries SET state = 'scheduled', due = ?, expires = ?, next_attempt = ?, "
-        "attempts = 0 WHERE id = ? AND state IN ('cancelled', 'expired')",
-        [(r.due, r.expires, r.due, r.id) for r in plan.revives],
-    )
-    await db.executemany(
-        f"UPDATE deliveries SET state = 'cancelled', last_reply = 'no longer in the event' "
-        f"WHERE id = ? AND state IN {pending}",
-        [(i,) for i in plan.cancels],
-    )
+    if any(p.inserts for p in plans):
+        await db.executemany(
+            "INSERT INTO deliveries (event, mail, recipient, due, expires, state, next_attempt, "
+            "message_id) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?)",
+            (
+                (p.event_id, w.mail, w.recipient, w.due, w.expires, w.due, w.message_id)
+                for p in plans
+                for w in p.inserts
+            ),
+        )
+    if retimes := [(r.due, r.expires, r.due, r.due, r.id) for p in plans for r in p.retimes]:
+        await db.executemany(
+            f"UPDATE deliveries SET due = ?, expires = ?, next_attempt = CASE WHEN state = "
+            f"'scheduled' THEN ? ELSE MAX(next_attempt, ?) END WHERE id = ? AND state IN {pending}",
+            retimes,
+        )
+    if revives := [(r.due, r.expires, r.due, r.id) for p in plans for r in p.revives]:
+        await db.executemany(
+            "UPDATE deliveries SET state = 'scheduled', due = ?, expires = ?, next_attempt = ?, "
+            "attempts = 0 WHERE id = ? AND state IN ('cancelled', 'expired')",
+            revives,
+        )
+    if cancels := [(i,) for p in plans for i in p.cancels]:
+        await db.executemany(
+            f"UPDATE deliveries SET state = 'cancelled', last_reply = 'no longer in the event' "
+            f"WHERE id = ? AND state IN {pending}",
+            cancels,
+        )
 
 
-__all__ = ["PENDING", "Attempt", "Claimed", "DeliveryRow", "EventRow", "MailCounts", "Store"]
+__all__ = [
+    "PENDING",
+    "Attempt",
+    "Claimed",
+    "DeliveryRow",
+    "EventRow",
+    "MailCounts",
+    "Store",
+    "Version",
+]

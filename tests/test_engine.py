@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
+import os
+import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email import message_from_binary_file, policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
+from mailer import catalog
 from mailer.clock import ManualClock
 from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.store import Store
 from mailer.transports.maildir import MaildirTransport
-from tests.project import make_project, write_event
+from tests.project import EVENT, make_project, write_event
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 # The project's event starts 2027-06-16 09:00; the invitation is due 21 days before at 09:00,
 # the reminder (to the two registered) 2 days before at 09:00.
 INVITATION_DUE = datetime(2027, 5, 26, 9, tzinfo=STOCKHOLM)
 REMINDER_DUE = datetime(2027, 6, 14, 9, tzinfo=STOCKHOLM)
+EVENT_WITH_UNKNOWN_GROUP = EVENT.replace('to = ["registered"]', 'to = ["nobody"]')
 
 
 @asynccontextmanager
@@ -198,3 +206,40 @@ async def test_memory_holds_a_bounded_number_of_parsed_events(tmp_path: Path):
         assert await engine.step() == 2 * (MAX_PARSED + 4)  # every one parsed and sent
         assert len(engine.catalog.events) == MAX_PARSED
         assert engine.catalog.in_force == MAX_PARSED + 4
+
+
+async def test_many_events_are_read_by_worker_processes_and_planned_as_in_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Past POOL_MIN_EVENTS files to read, worker processes read them at start: the same
+    plan and the same kept error as when the service reads them itself."""
+
+    def start(root: Path) -> tuple[list[tuple], list[tuple]]:
+        make_project(root)
+        for number in range(4):
+            write_event(root, f"forlabb-{number}")
+        write_event(root, "broken", EVENT_WITH_UNKNOWN_GROUP)
+
+        async def planned() -> None:
+            async with engine_at(root, ManualClock(INVITATION_DUE - timedelta(days=1))):
+                pass
+
+        asyncio.run(planned())
+        with sqlite3.connect(root / "var" / "mailer.sqlite3") as db:
+            deliveries = db.execute(
+                "SELECT event, mail, recipient, due, expires, state, message_id "
+                "FROM deliveries ORDER BY event, mail, recipient"
+            ).fetchall()
+            events = db.execute("SELECT id, digest, error FROM events ORDER BY id").fetchall()
+        return deliveries, [(i, d, e and e.replace(str(root), "")) for i, d, e in events]
+
+    monkeypatch.setattr(catalog, "POOL_MIN_EVENTS", 3)
+    with catalog._readers(5) as executor:
+        assert isinstance(executor, ProcessPoolExecutor) == (len(os.sched_getaffinity(0)) > 1)
+    by_workers = await asyncio.to_thread(start, tmp_path / "workers")
+    monkeypatch.setattr(catalog, "POOL_MIN_EVENTS", 1000)
+    by_itself = await asyncio.to_thread(start, tmp_path / "itself")
+    assert len(by_workers[0]) == 4 * 4  # invitation to 2, reminder to 2, in 4 events
+    assert [e[2] is not None for e in by_workers[1]] == [True, False, False, False, False]
+    assert 'unknown group "nobody"' in by_workers[1][0][2]
+    assert by_workers == by_itself

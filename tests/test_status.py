@@ -12,7 +12,7 @@ from mailer.cli import main
 from mailer.config import load_settings
 from mailer.plan import DeliveryState as S
 from mailer.plan import Wanted
-from mailer.store import Attempt, Store
+from mailer.store import Attempt, Store, Version
 from tests.project import make_project
 
 STATES = [s for s in S]
@@ -30,17 +30,9 @@ async def fill(database: Path) -> None:
     wanted = [
         Wanted("invitation", f"{s.value}@example.org", 1.0, 2.0e9, f"<{s.value}>") for s in STATES
     ]
-    await store.save_valid(
-        "forlabb",
-        source="schedules/forlabb.toml",
-        title="Förlabb",
-        digest="d",
-        toml="",
-        csv=None,
-        mails=MAILS,
-        plan=await store.plan("forlabb", wanted),
-        now=0,
-    )
+    plan = await store.plan("forlabb", wanted)
+    version = Version("forlabb", "schedules/forlabb.toml", "Förlabb", "d", "", None, MAILS, plan)
+    await store.save_valid([version], now=0)
     claimed, _ = await store.claim_due(10.0, limit=len(STATES))
     by_key = {c.recipient: c for c in claimed}
     for state in STATES:

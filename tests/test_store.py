@@ -10,22 +10,14 @@ from pathlib import Path
 
 from mailer.plan import DeliveryState as S
 from mailer.plan import Wanted
-from mailer.store import MIGRATIONS, Attempt, Store
+from mailer.store import MIGRATIONS, Attempt, Store, Version
 
 
 async def planned(path: Path, *wanted: Wanted) -> Store:
     store = await Store.open(path)
     plan = await store.plan("e", wanted)
     await store.save_valid(
-        "e",
-        source="schedules/e.toml",
-        title="E",
-        digest="d",
-        toml="",
-        csv=None,
-        mails="[]",
-        plan=plan,
-        now=0,
+        [Version("e", "schedules/e.toml", "E", "d", "", None, "[]", plan)], now=0
     )
     return store
 
