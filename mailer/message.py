@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import mimetypes
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.charset import Charset
 from email.header import Header
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, formataddr
@@ -24,6 +26,7 @@ from mailer.render import Rendered
 PRODID = "-//mailer//mailer//EN"
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322's recommended line length; the hard limit is 998
+_UTF8 = Charset("utf-8")
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,10 @@ def _multipart(subtype: str, boundary: str, parts: Sequence[bytes]) -> bytes:
 
 def _unstructured(header: str, value: str) -> str:
     """`Header: value`, as RFC 2047 encoded-words when it is not plain ASCII, folded."""
+    if value.isascii() and "=?" not in value and len(header) + 2 + len(value) <= MAX_LINE:
+        return f"{header}: {value}"
     charset = "us-ascii" if value.isascii() and "=?" not in value else "utf-8"
-    return f"{header}: {Header(value, charset, header_name=header).encode(linesep=CRLF)}"
+    return f"{header}: {_folded(header, value, charset)}"
 
 
 def _mailbox(header: str, name: str, address: str) -> str:
@@ -162,11 +167,20 @@ def _mailbox(header: str, name: str, address: str) -> str:
         one_line = f"{header}: {formataddr((name, address))}"
         if len(one_line) <= MAX_LINE:
             return one_line
-    words = Header(name, "utf-8", header_name=header).encode(linesep=CRLF)
+    words = _UTF8.header_encode(name)  # one encoded-word: enough for most names
+    if len(header) + 2 + len(words) > MAX_LINE:
+        words = _folded(header, name, "utf-8")
     one_line = f"{header}: {words} <{address}>"
     if CRLF not in words and len(one_line) <= MAX_LINE:
         return one_line
     return f"{header}: {words}{CRLF} <{address}>"
+
+
+@functools.lru_cache(maxsize=1024)
+def _folded(header: str, value: str, charset: str) -> str:
+    """`value` encoded (as needed) and folded by email.header: ~0.3 ms a time, so kept for
+    the subjects and senders that every recipient of a mail shares."""
+    return Header(value, charset, header_name=header).encode(linesep=CRLF)
 
 
 def parse_message(raw: bytes) -> EmailMessage:

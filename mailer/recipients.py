@@ -65,9 +65,7 @@ def parse_people(people: object, *, problems: Collector) -> list[tuple[str, Reci
     return found
 
 
-def parse_csv(
-    text: str, *, problems: Collector, label: str = ""
-) -> list[tuple[str, Recipient]]:
+def parse_csv(text: str, *, problems: Collector, label: str = "") -> list[tuple[str, Recipient]]:
     """CSV text (UTF-8, BOM or not, `;` or `,` separated) -> (where, recipient) pairs; `where`
     is "row N" after `label` (the file's name), while problems name just the row.
 
