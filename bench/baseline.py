@@ -3,9 +3,9 @@
 - bare loop: what a person writes without the service: per recipient an `EmailMessage`
   (policy.SMTP) with the same headers, text, HTML (and PDF) the service sends, handed to
   aiosmtplib's `send_message`. No templates, no database, no log.
-- transport only: one message's bytes built beforehand, sent again and again with
-  `sendmail`. The ceiling of client + sink; if it is far above the other rows, the sink is
-  not what limits them.
+- transport only: one message's bytes built beforehand, sent again and again with the
+  service's own MAIL, RCPT, DATA (`transports.smtp.transact`). The ceiling of client +
+  sink; if it is far above the other rows, the sink is not what limits them.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.outbox import Outbox
 from mailer.sources import defaults_for, find_event_files, load_event
+from mailer.transports.smtp import transact
 
 LOCAL_HOSTNAME = "bench"  # an explicit name: no FQDN lookup per client
 T = TypeVar("T")
@@ -124,6 +125,6 @@ async def transport_only(
     port: int, recipients: Sequence[tuple[str, str]], content: Content, *, connections: int
 ) -> float:
     async def send(client: aiosmtplib.SMTP, item: tuple[str, str]) -> None:
-        await client.sendmail(SENDER, [item[0]], content.prebuilt)
+        await transact(client, content.prebuilt, sender=SENDER, recipient=item[0], options=[])
 
     return await over_connections(port, recipients, send, connections=connections)

@@ -53,6 +53,7 @@ class Received:
     message_id: str | None
     tls: bool  # whether it came over TLS (STARTTLS or implicit)
     login: str | None  # the AUTH user, None without AUTH
+    mail_options: tuple[str, ...] = ()  # as MAIL FROM gave them: SIZE=…, SMTPUTF8
 
 
 class _Handler:
@@ -107,6 +108,7 @@ class _Handler:
                 message_id=str(parsed["Message-ID"]) if "Message-ID" in parsed else None,
                 tls=self.server.implicit_tls or session.ssl is not None,
                 login=login,
+                mail_options=tuple(envelope.mail_options),
             )
         )
 

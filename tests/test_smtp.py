@@ -66,6 +66,7 @@ async def test_starttls_and_auth_deliver_the_bytes_intact(smtp_server: SmtpServe
             message_id=f"<1.{ANNA}>",
             tls=True,
             login=USERNAME,
+            mail_options=(f"SIZE={len(build_message())}",),  # the size as it went on the wire
         )
     ]
 

@@ -31,6 +31,27 @@ NO_STARTTLS = (
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
 
+async def transact(
+    client: aiosmtplib.SMTP, message: bytes, *, sender: str, recipient: str, options: list[str]
+) -> str:
+    """MAIL, RCPT, DATA for one recipient: what aiosmtplib's `sendmail` does, less two of its
+    passes over the message (~2 ms for a 280 KB report): addresses were validated at load,
+    and a message we built has CRLF line ends throughout, so its length is its SIZE. After a
+    refusal, RSET, so that the session can carry the next message."""
+    if client.supports_extension("size"):
+        options = [f"SIZE={len(message)}", *options]
+    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+    try:
+        await client.mail(sender, options=options, encoding=encoding)
+        await client.rcpt(recipient, encoding=encoding)
+        response = await client.data(message)
+    except (aiosmtplib.SMTPResponseException, ValueError):
+        with contextlib.suppress(*_SESSION_ERRORS):
+            await client.rset()
+        raise
+    return response.message
+
+
 class _Refused(Exception):
     """The server cannot be used as configured (no STARTTLS, no AUTH): a person must act."""
 
@@ -120,10 +141,10 @@ class SmtpTransport:
                 return Outcome(Verdict.FAIL, reply)
             options.append("SMTPUTF8")
         try:
-            _, reply = await client.sendmail(sender, [recipient], message, mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as exc:  # sendmail sent RSET: the session is fine
-            return _by_code(exc.recipients[0].code, exc.recipients[0].message)
-        except aiosmtplib.SMTPResponseException as exc:
+            reply = await transact(
+                client, message, sender=sender, recipient=recipient, options=options
+            )
+        except aiosmtplib.SMTPResponseException as exc:  # refused, and RSET: the session stays
             if not client.is_connected:  # 421: the server is closing the session
                 _drop(slot)
             return _by_code(exc.code, exc.message)
