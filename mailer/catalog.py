@@ -8,6 +8,7 @@ the file on disk is invalid, across restarts too, the last valid version stays i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +18,7 @@ import os
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,8 +339,7 @@ def _readers(count: int) -> Iterator[Executor | None]:
         pool = ProcessPoolExecutor(
             max_workers=min(cores or 1, MAX_READERS),
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=os.nice,  # below the service: its loop first, then reading
-            initargs=(READER_NICENESS,),
+            initializer=_below_the_service,
         )
     except (OSError, NotImplementedError):  # no process semaphores here: threads it is
         yield None
@@ -347,17 +348,38 @@ def _readers(count: int) -> Iterator[Executor | None]:
         yield pool
 
 
+def _below_the_service() -> None:
+    """A worker's first act: yield the CPU to the service's loop, where that is allowed (the
+    systemd unit's system-call filter refuses it: then at the same priority)."""
+    with contextlib.suppress(OSError):
+        os.nice(READER_NICENESS)
+
+
 async def _read_ahead(
     sources: list[Path], settings: Settings, executor: Executor | None
 ) -> AsyncIterator[tuple[Path, Reading | None]]:
     """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile."""
     loop = asyncio.get_running_loop()
+
+    def submit(source: Path) -> asyncio.Future[Reading | None]:
+        try:
+            return loop.run_in_executor(executor, read_for_plan, source, settings)
+        except BrokenProcessPool:
+            return loop.run_in_executor(None, read_for_plan, source, settings)
+
+    async def reading_of(source: Path, future: asyncio.Future[Reading | None]) -> Reading | None:
+        try:
+            return await future
+        except BrokenProcessPool:  # a worker died (out of memory?): read it here instead
+            log.warning("%s: a worker reading event files died; reading here", source)
+            return await asyncio.to_thread(read_for_plan, source, settings)
+
     ahead: deque[tuple[Path, asyncio.Future[Reading | None]]] = deque()
     for source in sources:
-        ahead.append((source, loop.run_in_executor(executor, read_for_plan, source, settings)))
+        ahead.append((source, submit(source)))
         if len(ahead) > READ_AHEAD:
-            source, reading = ahead.popleft()
-            yield source, await reading
+            source, future = ahead.popleft()
+            yield source, await reading_of(source, future)
     while ahead:
-        source, reading = ahead.popleft()
-        yield source, await reading
+        source, future = ahead.popleft()
+        yield source, await reading_of(source, future)

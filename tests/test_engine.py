@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import mailbox
+import multiprocessing
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
@@ -20,6 +22,7 @@ from mailer import catalog
 from mailer.clock import ManualClock
 from mailer.config import load_settings
 from mailer.engine import Engine
+from mailer.sources import find_event_files
 from mailer.store import Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import EVENT, make_project, write_event
@@ -243,3 +246,20 @@ async def test_many_events_are_read_by_worker_processes_and_planned_as_in_one(
     assert [e[2] is not None for e in by_workers[1]] == [True, False, False, False, False]
     assert 'unknown group "nobody"' in by_workers[1][0][2]
     assert by_workers == by_itself
+
+
+async def test_a_worker_that_dies_is_replaced_by_reading_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """A pool whose workers die (here: at birth) breaks; its files are read in this process."""
+    make_project(tmp_path)
+    for number in range(3):
+        write_event(tmp_path, f"forlabb-{number}")
+    settings = load_settings(tmp_path / "config.toml")
+    sources = find_event_files(settings.paths.schedules)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=sys.exit) as broken:
+        readings = [r async for _, r in catalog._read_ahead(sources, settings, broken)]
+    assert [r and r.version.event_id for r in readings] == [s.stem for s in sources]
+    assert [r and len(r.wanted) for r in readings] == [4, 4, 4]
+    assert "a worker reading event files died; reading here" in caplog.text
