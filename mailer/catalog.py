@@ -8,19 +8,10 @@ the file on disk is invalid, across restarts too, the last valid version stays i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
-import multiprocessing
-import os
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from mailer.clock import Clock
@@ -28,7 +19,8 @@ from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.events import Event, EventDefaults, Mail, Recipient, event_id_of
 from mailer.outbox import Outbox
-from mailer.plan import Wanted, wanted_deliveries
+from mailer.plan import wanted_deliveries
+from mailer.reading import Reading, plan_digest, read_ahead, readers, reading_of
 from mailer.sources import (
     Loaded,
     defaults_for,
@@ -48,15 +40,8 @@ SETTLE_S = 0.3
 # Parsed events held at once (a 200-recipient event is ~80 KB parsed). Deliveries are claimed
 # in due order and id order, so those of one event come together: a few suffice.
 MAX_PARSED = 16
-# At start, event files are read this many ahead of the one being planned, and plans saved
-# in batches of about this many deliveries (one transaction each).
-READ_AHEAD = 16
+# At start, plans are saved in batches of about this many deliveries (one transaction each).
 BATCH_DELIVERIES = 10_000
-# From this many files to read, worker processes read them (one per core, at most this
-# many; the service's own share is small): below it, starting them costs more than it saves.
-POOL_MIN_EVENTS = 50
-MAX_READERS = 4
-READER_NICENESS = 10
 
 
 class Catalog:
@@ -130,10 +115,10 @@ class Catalog:
         self._unparsed.update((event_id_of(source), source) for source in unchanged)
         changed = [source for source in sources if source not in unchanged]
         batch: list[Version] = []
-        with _readers(len(changed)) as executor:
+        with readers(len(changed)) as executor:
             async with asyncio.TaskGroup() as tasks:
                 saving: asyncio.Task[None] | None = None
-                async for source, reading in _read_ahead(changed, self.settings, executor):
+                async for source, reading in read_ahead(changed, self.settings, executor):
                     await asyncio.sleep(0)  # readings come ready: due mail may go in between
                     version = await self._start_plan(source, reading, stored)
                     batch += [version] if version else []
@@ -280,106 +265,3 @@ class Catalog:
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A valid event file as planning needs it: what the store keeps, what the event wants."""
-
-    version: Version  # without its plan: that takes the stored deliveries
-    wanted: list[Wanted]
-
-
-def read_for_plan(source: Path, settings: Settings) -> Reading | None:
-    """Read one event file for planning (in a worker process, at start); None if invalid.
-    (Only a valid reading is sent back: errors do not survive pickling intact.)"""
-    loaded = load_event(source, defaults=defaults_for(settings))
-    return reading_of(loaded, settings) if loaded.event is not None else None
-
-
-def reading_of(loaded: Loaded, settings: Settings) -> Reading:
-    event = loaded.event
-    assert event is not None
-    mails = [
-        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
-        for m in event.mails
-    ]
-    version = Version(
-        event.id,
-        str(loaded.source),
-        event.title,
-        plan_digest(loaded.digest, settings),
-        loaded.toml,
-        loaded.csv,
-        json.dumps(mails),
-    )
-    return Reading(version, wanted_deliveries(event, domain=settings.sender.message_id_domain))
-
-
-def plan_digest(content_digest: str, settings: Settings) -> str:
-    """The plan depends on the files and on the settings that shape times and IDs."""
-    sending, sender = settings.sending, settings.sender
-    basis = (
-        f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
-    )
-    return hashlib.sha256(basis.encode()).hexdigest()
-
-
-@contextmanager
-def _readers(count: int) -> Iterator[Executor | None]:
-    """Worker processes to read `count` event files in parallel, if there are enough
-    to repay starting them (~0.5 s: a fresh interpreter imports mailer; "spawn", because
-    forking a process that runs threads is unsafe); else None: the loop's threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if count < POOL_MIN_EVENTS or (cores or 1) < 2:  # on one core a second process is no help
-        yield None
-        return
-    try:
-        pool = ProcessPoolExecutor(
-            max_workers=min(cores or 1, MAX_READERS),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_below_the_service,
-        )
-    except (OSError, NotImplementedError):  # no process semaphores here: threads it is
-        yield None
-        return
-    with pool:
-        yield pool
-
-
-def _below_the_service() -> None:
-    """A worker's first act: yield the CPU to the service's loop, where that is allowed (the
-    systemd unit's system-call filter refuses it: then at the same priority)."""
-    with contextlib.suppress(OSError):
-        os.nice(READER_NICENESS)
-
-
-async def _read_ahead(
-    sources: list[Path], settings: Settings, executor: Executor | None
-) -> AsyncIterator[tuple[Path, Reading | None]]:
-    """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile."""
-    loop = asyncio.get_running_loop()
-
-    def submit(source: Path) -> asyncio.Future[Reading | None]:
-        try:
-            return loop.run_in_executor(executor, read_for_plan, source, settings)
-        except BrokenProcessPool:
-            return loop.run_in_executor(None, read_for_plan, source, settings)
-
-    async def reading_of(source: Path, future: asyncio.Future[Reading | None]) -> Reading | None:
-        try:
-            return await future
-        except BrokenProcessPool:  # a worker died (out of memory?): read it here instead
-            log.warning("%s: a worker reading event files died; reading here", source)
-            return await asyncio.to_thread(read_for_plan, source, settings)
-
-    ahead: deque[tuple[Path, asyncio.Future[Reading | None]]] = deque()
-    for source in sources:
-        ahead.append((source, submit(source)))
-        if len(ahead) > READ_AHEAD:
-            source, future = ahead.popleft()
-            yield source, await reading_of(source, future)
-    while ahead:
-        source, future = ahead.popleft()
-        yield source, await reading_of(source, future)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import catalog
+from mailer import reading
 from mailer.clock import ManualClock
 from mailer.config import load_settings
 from mailer.engine import Engine
@@ -236,11 +236,11 @@ async def test_many_events_are_read_by_worker_processes_and_planned_as_in_one(
             events = db.execute("SELECT id, digest, error FROM events ORDER BY id").fetchall()
         return deliveries, [(i, d, e and e.replace(str(root), "")) for i, d, e in events]
 
-    monkeypatch.setattr(catalog, "POOL_MIN_EVENTS", 3)
-    with catalog._readers(5) as executor:
+    monkeypatch.setattr(reading, "POOL_MIN_EVENTS", 3)
+    with reading.readers(5) as executor:
         assert isinstance(executor, ProcessPoolExecutor) == (len(os.sched_getaffinity(0)) > 1)
     by_workers = await asyncio.to_thread(start, tmp_path / "workers")
-    monkeypatch.setattr(catalog, "POOL_MIN_EVENTS", 1000)
+    monkeypatch.setattr(reading, "POOL_MIN_EVENTS", 1000)
     by_itself = await asyncio.to_thread(start, tmp_path / "itself")
     assert len(by_workers[0]) == 4 * 4  # invitation to 2, reminder to 2, in 4 events
     assert [e[2] is not None for e in by_workers[1]] == [True, False, False, False, False]
@@ -259,7 +259,7 @@ async def test_a_worker_that_dies_is_replaced_by_reading_here(
     sources = find_event_files(settings.paths.schedules)
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn, initializer=sys.exit) as broken:
-        readings = [r async for _, r in catalog._read_ahead(sources, settings, broken)]
+        readings = [r async for _, r in reading.read_ahead(sources, settings, broken)]
     assert [r and r.version.event_id for r in readings] == [s.stem for s in sources]
     assert [r and len(r.wanted) for r in readings] == [4, 4, 4]
     assert "a worker reading event files died; reading here" in caplog.text
