@@ -55,6 +55,7 @@ def read_for_plan(source: Path, settings: Settings) -> Reading | None:
 
 
 def reading_of(loaded: Loaded, settings: Settings) -> Reading:
+    """A valid event as planning needs it (in a worker, or in the service on hot reload)."""
     event = loaded.event
     assert event is not None
     mails = [
@@ -89,12 +90,13 @@ def readers(count: int) -> Iterator[Executor | None]:
     to repay starting them (~0.5 s: a fresh interpreter imports mailer; "spawn", because
     forking a process that runs threads is unsafe); else None: the loop's threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if count < POOL_MIN_EVENTS or (cores or 1) < 2:  # on one core a second process is no help
+    cores = cores or 1
+    if count < POOL_MIN_EVENTS or cores < 2:  # on one core a second process is no help
         yield None
         return
     try:
         pool = ProcessPoolExecutor(
-            max_workers=min(cores or 1, MAX_READERS),
+            max_workers=min(cores, MAX_READERS),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_below_the_service,
         )
@@ -117,6 +119,7 @@ async def read_ahead(
 ) -> AsyncIterator[tuple[Path, Reading | None]]:
     """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile."""
     loop = asyncio.get_running_loop()
+    warned = False
 
     def submit(source: Path) -> asyncio.Future[Reading | None]:
         try:
@@ -124,11 +127,14 @@ async def read_ahead(
         except BrokenProcessPool:
             return loop.run_in_executor(None, read_for_plan, source, settings)
 
-    async def reading_of(source: Path, future: asyncio.Future[Reading | None]) -> Reading | None:
+    async def settled(source: Path, future: asyncio.Future[Reading | None]) -> Reading | None:
+        nonlocal warned
         try:
             return await future
         except BrokenProcessPool:  # a worker died (out of memory?): read it here instead
-            log.warning("%s: a worker reading event files died; reading here", source)
+            if not warned:
+                log.warning("a worker reading event files died; the service reads them itself")
+                warned = True
             return await asyncio.to_thread(read_for_plan, source, settings)
 
     ahead: deque[tuple[Path, asyncio.Future[Reading | None]]] = deque()
@@ -136,7 +142,7 @@ async def read_ahead(
         ahead.append((source, submit(source)))
         if len(ahead) > READ_AHEAD:
             source, future = ahead.popleft()
-            yield source, await reading_of(source, future)
+            yield source, await settled(source, future)
     while ahead:
         source, future = ahead.popleft()
-        yield source, await reading_of(source, future)
+        yield source, await settled(source, future)

@@ -262,4 +262,4 @@ async def test_a_worker_that_dies_is_replaced_by_reading_here(
         readings = [r async for _, r in reading.read_ahead(sources, settings, broken)]
     assert [r and r.version.event_id for r in readings] == [s.stem for s in sources]
     assert [r and len(r.wanted) for r in readings] == [4, 4, 4]
-    assert "a worker reading event files died; reading here" in caplog.text
+    assert caplog.text.count("a worker reading event files died") == 1  # said once
