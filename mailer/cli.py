@@ -15,13 +15,13 @@ from typing import Any
 import click
 from babel.dates import format_timedelta
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
-from mailer.errors import ConfigError, MailerError, Problems
+from mailer.errors import ConfigError, MailerError, Problems, printable
 from mailer.outbox import check_events, write_previews
 from mailer.plan import DeliveryState
 from mailer.rehearsal import rehearse as run_rehearsal
@@ -48,6 +48,18 @@ config_option = click.option(
 )
 
 
+def shown(value: object) -> Text:
+    """Data (a title, a reply, a file name) as a table cell: rich markup in it is text, not
+    style (a title with `[/bold]` must not crash the table), and control characters are
+    written out, not obeyed by the terminal."""
+    return Text(printable(str(value)))
+
+
+def say(console: Console, line: str) -> None:
+    """Print one line of our own that may quote data: shown as written, one line."""
+    console.print(printable(line), markup=False)
+
+
 def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
     """Turn a MailerError into its lines on stderr and the exit code of SPEC §7."""
 
@@ -58,7 +70,7 @@ def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
         except MailerError as exc:
             problems = exc.problems if isinstance(exc, Problems) else (exc,)
             for problem in problems:
-                err.print(str(problem), markup=False)
+                say(err, str(problem))
             is_config = any(isinstance(p, ConfigError) for p in problems)
             code = EXIT_USAGE if is_config else EXIT_PROBLEMS
         sys.exit(code)
@@ -91,19 +103,19 @@ def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
             progress.advance(task)
             failed += bool(problems)
             print_checked(loaded, problems)
-    out.print(f"{len(sources)} event files checked, {failed} with problems", markup=False)
+    say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
 def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
     for problem in problems:
-        out.print(str(problem), markup=False)
+        say(out, str(problem))
     if not problems and loaded.event:
         deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
-        out.print(
+        say(
+            out,
             f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
             f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
-            markup=False,
         )
 
 
@@ -130,7 +142,7 @@ def preview(
         settings, event_id, mail_name, address=address, out_dir=out_dir, now=SystemClock().now()
     )
     for path in written:
-        out.print(str(path), markup=False)
+        say(out, str(path))
     return EXIT_OK
 
 
@@ -186,10 +198,10 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
         send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
     )
     ended = sorted(report.ended.items())
-    out.print(", ".join(f"{n} {state}" for state, n in ended) or "nothing to send", markup=False)
+    say(out, ", ".join(f"{n} {state}" for state, n in ended) or "nothing to send")
     if report.still_queued:
         why = f" (sending paused: {report.paused_because})" if report.paused_because else ""
-        out.print(f"{report.still_queued} still queued{why}", markup=False)
+        say(out, f"{report.still_queued} still queued{why}")
     all_sent = set(report.ended) <= {DeliveryState.SENT} and not report.still_queued
     return EXIT_OK if all_sent else EXIT_PROBLEMS
 
@@ -203,7 +215,7 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
     """Put failed deliveries back in the queue."""
     settings = settings_from(config_path)
     count = asyncio.run(requeue_failed(settings, event_id, mail_name, now=SystemClock().now()))
-    out.print(f"{count} failed deliveries queued again", markup=False)
+    say(out, f"{count} failed deliveries queued again")
     return EXIT_OK
 
 
@@ -235,55 +247,69 @@ def rehearse(
         "languages",
         "attachments",
         "outcome",
-        title=f"{result.event.id}: {result.event.title}",
+        title=shown(f"{result.event.id}: {result.event.title}"),
         title_justify="left",
     )
     for row in result.timeline:
         table.add_row(
-            row.due.strftime("%Y-%m-%d %H:%M %Z"),
-            row.mail,
-            ", ".join(row.to),
-            ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items())) or "nobody yet",
-            ", ".join(row.attachments),
-            ", ".join(f"{n} {s}" for s, n in row.states.items()),
+            *map(
+                shown,
+                (
+                    row.due.strftime("%Y-%m-%d %H:%M %Z"),
+                    row.mail,
+                    ", ".join(row.to),
+                    ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items()))
+                    or "nobody yet",
+                    ", ".join(row.attachments),
+                    ", ".join(f"{n} {s}" for s, n in row.states.items()),
+                ),
+            )
         )
     out.print(table)
-    out.print(f"Maildir with every message: {result.maildir}", markup=False)
+    say(out, f"Maildir with every message: {result.maildir}")
     return EXIT_OK
 
 
 def print_status(report: dict[str, Any], *, now: datetime) -> None:
+    """The status tables; every value from the database is shown as text (`shown`)."""
     for event in report["events"]:
-        title = f"{event['id']}: {event['title'] or event['file']}"
-        if event["removed"]:
-            title += " (file removed; history kept)"
-        if event["error"]:
-            state = "the last valid version is in force" if event["in_force"] else "not in force"
-            title += f"\n[red]invalid; {state}:[/red] {escape(event['error'])}"
-        table = Table("mail", "due", "", "deliveries", title=title, title_justify="left")
+        table = Table("mail", "due", "", "deliveries", title=_title(event), title_justify="left")
         for mail in event["mails"]:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
             table.add_row(
-                mail["name"],
+                shown(mail["name"]),
                 _local(mail["due"]),
                 _relative(mail["due"], now),
                 counts or "nobody yet",
             )
             if mail["problem"]:
-                table.add_row("", "", "", f"[red]last problem:[/red] {escape(mail['problem'])}")
+                problem = Text.assemble(("last problem:", "red"), " ", shown(mail["problem"]))
+                table.add_row("", "", "", problem)
         out.print(table)
         for mail in event["mails"]:
             if "deliveries" in mail:
                 detail = Table("recipient", "state", "attempts", "last reply", "sent at")
                 for d in mail["deliveries"]:
                     detail.add_row(
-                        d["recipient"],
-                        d["state"],
+                        shown(d["recipient"]),
+                        shown(d["state"]),
                         str(d["attempts"]),
-                        d["last_reply"] or "",
+                        shown(d["last_reply"] or ""),
                         _local(d["sent_at"]),
                     )
                 out.print(detail)
+
+
+def _title(event: dict[str, Any]) -> Text:
+    """ "id: title", with whether the file is gone or invalid, and why."""
+    title = shown(f"{event['id']}: {event['title'] or event['file']}")
+    if event["removed"]:
+        title.append(" (file removed; history kept)")
+    if event["error"]:
+        state = "the last valid version is in force" if event["in_force"] else "not in force"
+        title.append_text(Text.assemble("\n", (f"invalid; {state}:", "red"), " "))
+        title.append_text(shown(event["error"]))
+    return title
 
 
 def _relative(iso: str, now: datetime) -> str:

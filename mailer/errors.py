@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
+
+# What a terminal or a log reader obeys instead of showing: C0 and C1 controls (line breaks,
+# the escape that starts a colour or cursor sequence), DEL, the Unicode line and paragraph
+# separators, and the bidirectional overrides that reorder what follows them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` as one line that shows every character: each control written as Python writes
+    it in a string (`\\n`, `\\x1b`). A file may be named `x<newline>ok  y.toml`: printed raw,
+    that forges a line of output."""
+    return _UNPRINTABLE.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 class MailerError(Exception):
@@ -30,7 +43,8 @@ class MailerError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = ": ".join(part for part in (self.source, self.key) if part)
+        shown = printable(self.source) if self.source else None  # names are organisers' data
+        where = ": ".join(part for part in (shown, self.key) if part)
         return f"{where}: {self.message}" if where else self.message
 
 

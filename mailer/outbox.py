@@ -6,6 +6,8 @@ exactly what is sent. Attachments are read once per mail, not once per recipient
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -164,12 +166,12 @@ def write_previews(
     written = []
     for recipient in recipients:
         raw = outbox.compose(event, mail, recipient, now=now)
-        eml = folder / f"{recipient.key}.eml"
+        eml = folder / f"{file_name_of(recipient.key)}.eml"
         eml.write_bytes(raw)
         written.append(eml)
         html = parse_message(raw).get_body(("html",))
         if html is not None:
-            written.append(folder / f"{recipient.key}.html")
+            written.append(folder / f"{file_name_of(recipient.key)}.html")
             written[-1].write_text(html.get_content(), encoding="utf-8")
     return written
 
@@ -205,3 +207,21 @@ def _preview_recipients(
     for recipient in recipients or event.recipients[:1]:
         first_per_language.setdefault(renderer.language_for(event, mail, recipient), recipient)
     return list(first_per_language.values())
+
+
+# Kept out of a preview's file name: a path separator (`a/b@example.org` is a valid address),
+# `%` (so the escaping below stays one-to-one), controls, and a leading dot (a hidden file).
+_UNSAFE_IN_NAME = re.compile(r"[/\\%\x00-\x1f\x7f-\x9f]|^\.")
+# Most file systems allow 255 bytes per name; room is left for ".html".
+MAX_NAME_BYTES = 200
+
+
+def file_name_of(address: str) -> str:
+    """A file name for `address` that stays in its folder and belongs to no other address:
+    unsafe characters percent-escaped (`a%2Fb@example.org`), a long one cut and made
+    unique by a hash of the whole address."""
+    name = _UNSAFE_IN_NAME.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), address)
+    if len(name.encode()) <= MAX_NAME_BYTES:
+        return name
+    digest = hashlib.sha256(address.encode()).hexdigest()[:16]
+    return f"{name.encode()[: MAX_NAME_BYTES - 17].decode(errors='ignore')}-{digest}"
