@@ -6,6 +6,7 @@ import binascii
 import functools
 import hashlib
 import mimetypes
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,12 @@ PRODID = "-//mailer//mailer//EN"
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322's recommended line length; the hard limit is 998
 _UTF8 = Charset("utf-8")
+# Folding happens at spaces only: a run without one that cannot fit a line after `Subject: `
+# goes as encoded-words instead, which may be split anywhere (a 1,000-character word made a
+# 1,004-octet line, and servers answer `500 Line too long` past RFC 5322's 998).
+_UNFOLDABLE = re.compile(rf"\S{{{MAX_LINE - len('Subject: ')},}}")
+# Any line end a template or a text left: a lone CR or LF becomes CRLF on the wire.
+_LINE_END = re.compile(r"\r\n?|\n")
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def build_message(
 
 
 def _text_part(text: str, subtype: str) -> bytes:
-    crlf = text.replace("\r\n", "\n").replace("\n", "\r\n").encode()
+    crlf = (_LINE_END.sub("\r\n", text) if "\r" in text else text.replace("\n", "\r\n")).encode()
     if not crlf.endswith(b"\r\n"):
         crlf += b"\r\n"
     return (
@@ -150,7 +157,8 @@ def _unstructured(header: str, value: str) -> str:
     """`Header: value`, as RFC 2047 encoded-words when it is not plain ASCII, folded."""
     if value.isascii() and "=?" not in value and len(header) + 2 + len(value) <= MAX_LINE:
         return f"{header}: {value}"
-    charset = "us-ascii" if value.isascii() and "=?" not in value else "utf-8"
+    plain = value.isascii() and "=?" not in value and not _UNFOLDABLE.search(value)
+    charset = "us-ascii" if plain else "utf-8"
     return f"{header}: {_folded(header, value, charset)}"
 
 
