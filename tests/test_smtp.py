@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ import pytest
 
 from mailer.config import SmtpTransport as SmtpSettings
 from mailer.transports.base import Outcome, Verdict
-from mailer.transports.smtp import NO_STARTTLS, SmtpTransport
+from mailer.transports.smtp import MASK, NO_STARTTLS, SmtpTransport, scrub
 from tests.smtpd import BUSY_REPLY, USERNAME, Received, SmtpServer, serve_smtp, smtp_settings
 
 pytestmark = pytest.mark.timeout(10)
@@ -233,3 +234,43 @@ async def test_max_per_minute_holds_across_sessions(smtp_server: SmtpServer) -> 
     # 120/min is one every 0.5 s with no burst: the 4th leaves 1.5 s after the first.
     assert 1.4 <= elapsed_s < 4
     assert len(smtp_server.messages) == 4
+
+
+def _b64(data: str) -> str:
+    return base64.b64encode(data.encode()).decode()
+
+
+NUL = "\0"
+PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.mark.parametrize(
+    ("password", "quoted"),
+    [
+        (PASSWORD, PASSWORD),
+        (PASSWORD, _b64(f"{NUL}mailer{NUL}{PASSWORD}")),
+        (PASSWORD, _b64(f"mailer{NUL}mailer{NUL}{PASSWORD}")),
+        (PASSWORD, _b64(f"mailer{NUL}{PASSWORD}")),
+        (PASSWORD, _b64(PASSWORD)),  # the line AUTH LOGIN sent it in
+        (PASSWORD, _b64(PASSWORD).rstrip("=")),
+        (PASSWORD, "x" + _b64(f"{NUL}mailer{NUL}{PASSWORD}")),
+        (PASSWORD, _b64(f"{NUL}mailer{NUL}{PASSWORD}")[:22]),  # 10 bytes of the password
+        ("pw", _b64(f"{NUL}mailer{NUL}pw")),
+        ("lösenord-ÅÄÖ", _b64(f"{NUL}mailer{NUL}lösenord-ÅÄÖ")),
+    ],
+    ids=[
+        "plain text", "AUTH PLAIN", "PLAIN with authzid", "PLAIN without authzid",
+        "AUTH LOGIN", "no padding", "misaligned run", "cut short", "short password",
+        "non-ASCII password",
+    ],
+)  # fmt: skip
+def test_the_password_is_masked_plain_and_in_base64(password: str, quoted: str) -> None:
+    assert scrub(f"535 5.7.8 {quoted} is wrong", password) == f"535 5.7.8 {MASK} is wrong"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["250 2.0.0 OK: queued as 4XyZ12AbCdEf", "535 5.7.8 Authentication credentials invalid"],
+)
+def test_replies_without_the_password_are_kept_as_they_are(reply: str) -> None:
+    assert scrub(reply, "s3cret-Pa55word") == reply

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
+import re
 import socket
 import ssl
 from dataclasses import dataclass, replace
@@ -26,6 +29,14 @@ NO_STARTTLS = (
     "the server does not offer STARTTLS; refusing to send in plain text "
     '(set transport.security = "none" only for a trusted local relay)'
 )
+# What stands for the password wherever a server's reply quoted it.
+MASK = "********"
+# A run of base64 letters: AUTH PLAIN carries the password as base64 of
+# "authzid NUL user NUL password", AUTH LOGIN as base64 of the password alone.
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{4,}=*")
+# A decoded run holding this many bytes of the password in a row is masked: a server that
+# quotes only part of the argument still gives the password away in part.
+SECRET_WINDOW = 8
 # What a session can fail with below the SMTP replies: aiosmtplib's errors (disconnects and
 # timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
@@ -166,8 +177,9 @@ class SmtpTransport:
                 await client.noop()
                 return client
             except _SESSION_ERRORS as exc:  # not a delivery failure: nothing was sent yet
+                gone = self._scrub(str(exc))
                 log.debug(
-                    "session to %s idle %.0f s is gone (%s)", _server(self.settings), idle_s, exc
+                    "session to %s idle %.0f s is gone (%s)", _server(self.settings), idle_s, gone
                 )
         _drop(slot)
         slot.client = await self._connect()
@@ -225,13 +237,43 @@ class SmtpTransport:
     def _scrub(self, text: str) -> str:
         """Whatever a server echoes back, the password never reaches a reply or a log."""
         password = self.settings.password.get_secret_value() if self.settings.password else ""
-        return text.replace(password, "********") if password else text
+        return scrub(text, password) if password else text
 
     async def _quit(self, slot: _Slot) -> None:
         if slot.client is not None and slot.client.is_connected:
             with contextlib.suppress(*_SESSION_ERRORS):  # closing anyway
                 await slot.client.quit(timeout=min(self.timeout_s, QUIT_TIMEOUT_S))
         _drop(slot)
+
+
+def scrub(text: str, password: str) -> str:
+    """`text` with the password masked: as written, and in any base64 run that decodes to
+    bytes holding it (or SECRET_WINDOW bytes of it), whatever authzid, user or alignment the
+    run was made with: the AUTH PLAIN or LOGIN argument a relay quotes in its 535."""
+    text = text.replace(password, MASK)
+    secret = password.encode()
+    size = min(len(secret), SECRET_WINDOW)
+    windows = {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+    # Fewer letters than this cannot decode to a window, however aligned.
+    shortest = (size * 4 + 2) // 3
+
+    def masked(run: re.Match[str]) -> str:
+        letters = run[0].rstrip("=")
+        if len(letters) < shortest:
+            return run[0]
+        for start in range(4):  # a run cut at any point: one of four starts is aligned
+            usable = letters[start:]
+            usable = usable[: len(usable) - (len(usable) % 4 == 1)]  # a lone letter is no byte
+            try:
+                decoded = base64.b64decode(usable + "=" * (-len(usable) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if any(window in decoded for window in windows):
+                return MASK
+        return run[0]
+
+    return _BASE64_RUN.sub(masked, text)
 
 
 def _drop(slot: _Slot) -> None:
