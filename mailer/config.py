@@ -299,7 +299,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _take_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
     """Refuse a literal password; move the one $password_env names into the transport.
 
-    Only this module reads the environment, so everything else gets secrets as values.
+    Only this module reads the environment, so everything else gets secrets as values. The
+    variable is taken out of the environment as it is read: every process started later
+    (reader workers, multiprocessing's resource tracker) inherits the environment, and
+    anyone who may run `ps eww` could read it there. (The kernel keeps the service's own
+    environment as it was at exec, in /proc/<pid>/environ, readable by root and its user.)
+    A second load in the same process therefore needs the variable set again.
     """
     transport = raw.get("transport")
     if not isinstance(transport, dict):
@@ -309,7 +314,7 @@ def _take_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
         problems.append(ConfigError(_PASSWORD_IN_FILE, source=source, key="transport.password"))
     name = transport.get("password_env")
     if _transport_kind(transport) == "smtp" and isinstance(name, str) and _ENV_NAME.fullmatch(name):
-        value = os.environ.get(name)
+        value = os.environ.pop(name, None)
         if value:
             transport["password"] = SecretStr(value)
         else:

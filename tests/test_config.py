@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -172,6 +173,18 @@ def test_password_is_read_from_the_named_variable(
     assert transport.password is not None
     assert transport.password.get_secret_value() == SECRET
     assert (transport.username, transport.password_env) == ("info", "MAILER_SMTP_PASSWORD")
+
+
+def test_the_password_leaves_the_environment_once_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes started later (reader workers, the resource tracker) inherit the environment."""
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
+    path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
+    transport = load_settings(path).transport
+    assert "MAILER_SMTP_PASSWORD" not in os.environ
+    assert isinstance(transport, SmtpTransport) and transport.password is not None
+    assert transport.password.get_secret_value() == SECRET
 
 
 def test_password_never_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,12 +1,19 @@
-"""The SMTP password (issue #7.5): a password written in the configuration is refused, and the
-one from $password_env never shows in logs, settings, status output or the database, whatever
-the SMTP server answers (even when it echoes the password back)."""
+"""The SMTP password (issues #7.5, #11.12): a password written in the configuration is refused,
+and the one from $password_env never shows in logs, settings, status output or the database,
+whatever the SMTP server answers (even when it echoes the password back, plain or in the base64
+the AUTH command carried it in), nor in the environment of the processes the service starts."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +30,7 @@ from mailer.engine import Engine
 from mailer.errors import Problems
 from mailer.store import Store
 from mailer.transports.smtp import SmtpTransport
-from tests.project import MAILDIR, make_project, smtp_transport, timed_event, write_event
+from tests.project import MAILDIR, REPO, make_project, smtp_transport, timed_event, write_event
 from tests.smtpd import HOSTNAME, SmtpServer
 from tests.test_engine import INVITATION_DUE
 
@@ -31,8 +38,25 @@ pytestmark = pytest.mark.timeout(30)
 
 # What $MAILER_SMTP_PASSWORD holds in these tests; the test server wants another one.
 SECRET = "Zq9-s3cret-never-shown"
+USERNAME = "mailer"  # as tests/project.py's smtp_transport logs in
 # Where the server that echoes the password puts it, so that a test can see it arrived.
 ECHO = "535 5.7.8 {} is not the password"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# What a careless relay may quote back: the password as AUTH carried it. AUTH PLAIN sends
+# base64 of "authzid NUL user NUL password" (authzid mostly empty), AUTH LOGIN base64 of each.
+ENCODED = {
+    "plain": b64(f"\0{USERNAME}\0{SECRET}"),
+    "plain with authzid": b64(f"{USERNAME}\0{USERNAME}\0{SECRET}"),
+    "plain without authzid": b64(f"{USERNAME}\0{SECRET}"),
+    "login": b64(SECRET),
+}
+# Every form the password must never be seen in.
+FORMS = [SECRET, *ENCODED.values()]
 
 
 @pytest.fixture(autouse=True)
@@ -80,23 +104,44 @@ def test_settings_never_show_the_password(tmp_path: Path):
 # -- a run of the engine against servers that refuse the login ---------------------------
 
 
-def _echo_password(
-    server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    """Refuse every login, quoting the password in the reply as a careless server might."""
-    assert isinstance(auth_data, LoginPassword)
-    echo = ECHO.format(auth_data.password.decode())
-    return AuthResult(success=False, handled=False, message=echo)
+def _echoing(form: str) -> Any:
+    """An authenticator that refuses every login, quoting the password in the reply as a
+    careless server might: as given (`form` "password"), or in one of the ENCODED forms, made
+    from what the client really sent."""
+
+    def echo_password(
+        server: SMTP, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        quoted = {
+            "password": password,
+            "plain": b64(f"\0{login}\0{password}"),  # the very argument of AUTH PLAIN
+            "plain with authzid": b64(f"{login}\0{login}\0{password}"),
+            "plain without authzid": b64(f"{login}\0{password}"),
+            "login": b64(password),  # the very line AUTH LOGIN sent the password in
+        }[form]
+        return AuthResult(success=False, handled=False, message=ECHO.format(quoted))
+
+    return echo_password
 
 
 @asynccontextmanager
-async def echoing_server() -> AsyncIterator[int]:
-    """A plain-text SMTP server on 127.0.0.1 whose 535 reply holds the password; its port."""
+async def echoing_server(form: str = "password") -> AsyncIterator[int]:
+    """A plain-text SMTP server on 127.0.0.1 whose 535 reply quotes the password; its port."""
     protocols: list[SMTP] = []
+    # Only the mechanism whose argument is echoed is offered, so the client uses it.
+    excluded = ["PLAIN"] if form == "login" else ["LOGIN"]
 
     def protocol() -> SMTP:
         protocols.append(
-            SMTP(object(), hostname=HOSTNAME, authenticator=_echo_password, auth_require_tls=False)
+            SMTP(
+                object(),
+                hostname=HOSTNAME,
+                authenticator=_echoing(form),
+                auth_require_tls=False,
+                auth_exclude_mechanism=excluded,
+            )
         )
         return protocols[-1]
 
@@ -142,13 +187,25 @@ def database_bytes(root: Path) -> bytes:
     return b"".join(path.read_bytes() for path in files)
 
 
-@pytest.mark.parametrize("failure", ["wrong password", "untrusted certificate", "echoed password"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        "wrong password",
+        "untrusted certificate",
+        "echoed password",
+        *(f"echoed {f}" for f in ENCODED),
+    ],
+)
 async def test_no_failing_login_shows_the_password_anywhere(
-    tmp_path: Path, smtp_server: SmtpServer, caplog: pytest.LogCaptureFixture, failure: str
+    tmp_path: Path,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
 ):
     caplog.set_level(logging.DEBUG)
-    if failure == "echoed password":
-        async with echoing_server() as port:
+    if failure.startswith("echoed "):
+        async with echoing_server(failure.removeprefix("echoed ")) as port:
             await attempt_once(tmp_path, smtp_transport(port, security="none"))
         expected = "authentication failed (" + ECHO.format("********")
     elif failure == "wrong password":
@@ -163,12 +220,76 @@ async def test_no_failing_login_shows_the_password_anywhere(
         ((state, reply),) = db.execute("SELECT state, last_reply FROM deliveries").fetchall()
         ((stored,),) = db.execute("SELECT reply FROM attempts").fetchall()
     assert state == "retrying" and expected in reply and stored == reply
-    assert SECRET.encode() not in database_bytes(tmp_path)
+    on_disk = database_bytes(tmp_path)
+    assert not [form for form in FORMS if form.encode() in on_disk]
     # The test server's own log (aiosmtpd, "mail.log") is not the service's.
     logged = [r for r in caplog.records if r.name != "mail.log"]
     assert any(expected in r.getMessage() for r in logged)
-    assert all(SECRET not in caplog.handler.format(r) for r in logged)
+    assert not [form for r in logged for form in FORMS if form in caplog.handler.format(r)]
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)  # the earlier load took it out
     code, status = await asyncio.to_thread(
         mailer, "status", "-c", str(tmp_path / "config.toml"), "seminarium", "invitation", "--json"
     )
-    assert code == 0 and expected.replace('"', '\\"') in status and SECRET not in status
+    assert code == 0 and expected.replace('"', '\\"') in status
+    assert not [form for form in FORMS if form in status]
+
+
+# -- the environment of the processes the service starts ---------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def python_children(pid: int) -> dict[int, tuple[bytes, bytes]]:
+    """Each child of `pid` that multiprocessing started: its command line and environment.
+    Only once it runs its own program: between fork and exec, a child still shows the
+    parent's environment as the parent's program found it."""
+    seen = {}
+    for child in children_of(pid):
+        try:
+            command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+            if b"multiprocessing" in command:
+                seen[child] = (command, (Path("/proc") / str(child) / "environ").read_bytes())
+        except OSError:
+            continue
+    return seen
+
+
+def test_processes_started_by_the_service_do_not_inherit_the_password(tmp_path: Path):
+    for i in range(50):  # enough event files for the service to read them in worker processes
+        write_event(tmp_path, f"event-{i:02d}", timed_event("2098-06-01T09:00:00", people=1))
+    make_project(tmp_path, transport=smtp_transport(9, security="none"))  # nothing is due
+    env = {**os.environ, "MAILER_SMTP_PASSWORD": SECRET, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "mailer", "run", "-c", str(tmp_path / "config.toml")]
+    service = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    children: dict[int, tuple[bytes, bytes]] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and service.poll() is None:
+            children |= python_children(service.pid)
+            commands = [command for command, _ in children.values()]
+            if any(b"resource_tracker" in c for c in commands) and any(
+                b"spawn_main" in c for c in commands
+            ):
+                break
+            time.sleep(0.005)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=20)
+    commands = [command for command, _ in children.values()]
+    assert any(b"spawn_main" in c for c in commands), commands  # a reader worker was seen
+    assert any(b"resource_tracker" in c for c in commands), commands
+    for command, environ in children.values():
+        assert SECRET.encode() not in environ, command
+        assert b"MAILER_SMTP_PASSWORD=" not in environ, command

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -46,6 +47,9 @@ async def running(
 ) -> AsyncIterator[Engine]:
     """The engine running against `server`; `trust=False`: its CA is not trusted."""
     make_project(root, transport=smtp_transport(server.port), **project)  # type: ignore[arg-type]
+    # load_settings takes the password out of the environment; a restart reads it again.
+    # (The autouse fixture's monkeypatch removes it at the end of the test.)
+    os.environ.setdefault("MAILER_SMTP_PASSWORD", PASSWORD)
     settings = load_settings(root / "config.toml")
     store = await Store.open(settings.paths.database)
     transport = SmtpTransport(
