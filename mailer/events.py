@@ -101,6 +101,11 @@ def event_id_of(source: Path) -> str:
     return source.parent.name if source.name == "event.toml" else source.stem
 
 
+def is_folder_event(source: Path) -> bool:
+    """`schedules/<id>/event.toml` has a folder of its own; `schedules/<id>.toml` shares one."""
+    return source.name == "event.toml"
+
+
 def load_toml(text: str, *, source: Path) -> dict[str, Any]:
     """TOML text -> a table, or an InputError that points at the line."""
     check_key_depth(text, source=source)
@@ -158,7 +163,13 @@ def recipients_file_of(doc: Mapping[str, Any], *, source: Path) -> Path | None:
     table = doc.get("recipients")
     if not isinstance(table, dict) or "file" not in table:
         return None
-    return inside(source.parent, table["file"], key="recipients.file", problems=Collector(source))
+    return inside(
+        source.parent,
+        table["file"],
+        key="recipients.file",
+        problems=Collector(source),
+        flat=not is_folder_event(source),
+    )
 
 
 def parse_event(
@@ -197,6 +208,7 @@ def parse_event(
             timeline=timeline,
             folder=source.parent,
             problems=problems,
+            flat=not is_folder_event(source),
         )
         if timeline
         else []
@@ -265,7 +277,13 @@ def _recipients(
     check_keys(table, RECIPIENTS_KEYS, prefix="recipients", problems=problems)
     found: list[tuple[str, Recipient]] = []
     if "file" in table:
-        csv_path = inside(source.parent, table["file"], key="recipients.file", problems=problems)
+        csv_path = inside(
+            source.parent,
+            table["file"],
+            key="recipients.file",
+            problems=problems,
+            flat=not is_folder_event(source),
+        )
         if csv_path and csv_text is not None:
             csv_problems = Collector(csv_path)
             found += parse_csv(csv_text, problems=csv_problems, label=csv_path.name)

@@ -16,6 +16,10 @@ from mailer.recipients import CONTROL, shown
 MAIL_KEYS = frozenset(
     ("name", "send_at", "to", "template", "subject", "attach", "calendar", "expires", "language")
 )
+# Any subfolder of schedules/ is, or may become, another event's folder (the watcher counts
+# every file in it as that event's), so a single-file event may use none of them.
+FLAT_RULE = "a single-file event's files lie beside it in the schedules folder"
+FLAT_HINT = "(give the event a folder of its own for more)"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
@@ -65,11 +69,15 @@ class Timeline:
         return self.starts if due < self.starts else due + self.max_lateness
 
 
-def inside(folder: Path, relative: object, *, key: str, problems: Collector) -> Path | None:
+def inside(
+    folder: Path, relative: object, *, key: str, problems: Collector, flat: bool = False
+) -> Path | None:
     """Resolve a path an event file names, refusing anything that could leave `folder`.
 
-    Only the text is checked here (absolute paths, `..`); links out are caught where the
-    file is opened, because only there is the file system consulted.
+    `flat` (a single-file event, whose folder is schedules/ itself): the file must lie
+    directly in it, as subfolders are other events' folders. Only the text is checked here
+    (absolute paths, `..`); links out are caught where the file is opened, because only
+    there is the file system consulted.
     """
     if not isinstance(relative, str) or not relative.strip():
         problems.add(key, "expected a file name relative to the event file")
@@ -81,11 +89,20 @@ def inside(folder: Path, relative: object, *, key: str, problems: Collector) -> 
     if parts.is_absolute() or PureWindowsPath(relative).drive or ".." in parts.parts:
         problems.add(key, f"{relative!r} leaves the event's folder; name a file inside it")
         return None
+    if flat and len(parts.parts) > 1:
+        problems.add(key, f"{relative!r} is in a subfolder; {FLAT_RULE} {FLAT_HINT}")
+        return None
     return folder.joinpath(*parts.parts)
 
 
 def parse_mails(
-    entries: object, *, groups: set[str], timeline: Timeline, folder: Path, problems: Collector
+    entries: object,
+    *,
+    groups: set[str],
+    timeline: Timeline,
+    folder: Path,
+    problems: Collector,
+    flat: bool = False,
 ) -> list[Mail]:
     """Every `[[mail]]` entry, each validated; names must be unique within the event."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -94,7 +111,13 @@ def parse_mails(
     mails: list[Mail] = []
     for index, entry in enumerate(entries):
         mail = parse_mail(
-            index, entry, groups=groups, timeline=timeline, folder=folder, problems=problems
+            index,
+            entry,
+            groups=groups,
+            timeline=timeline,
+            folder=folder,
+            problems=problems,
+            flat=flat,
         )
         if mail and any(m.name == mail.name for m in mails):
             problems.add(f"{mail.key}.name", f'another mail is already named "{mail.name}"')
@@ -111,6 +134,7 @@ def parse_mail(
     timeline: Timeline,
     folder: Path,
     problems: Collector,
+    flat: bool = False,
 ) -> Mail | None:
     """One `[[mail]]` table -> a Mail, or None with every problem recorded."""
     name = entry.get("name")
@@ -132,7 +156,7 @@ def parse_mail(
     if not isinstance(attach, list):
         problems.add(f"{key}.attach", 'expected a list of file names, like ["rapport.pdf"]')
         attach = []
-    files = [inside(folder, a, key=f"{key}.attach", problems=problems) for a in attach]
+    files = [inside(folder, a, key=f"{key}.attach", problems=problems, flat=flat) for a in attach]
     language = entry.get("language")
     if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
         problems.add(f"{key}.language", f'expected a language code like "sv", got {language!r}')

@@ -19,11 +19,12 @@ from mailer.events import (
     Event,
     EventDefaults,
     event_id_of,
+    is_folder_event,
     load_toml,
     parse_event,
     recipients_file_of,
 )
-from mailer.mails import inside
+from mailer.mails import FLAT_RULE, inside
 
 # An event file is a page of TOML; anything this large is a mistake (a CSV saved as .toml).
 MAX_EVENT_BYTES = 1 << 20
@@ -95,7 +96,10 @@ def peek_digest(source: Path) -> str | None:
         mails = doc.get("mail", [])
         named = [a for m in mails if isinstance(m, dict) for a in m.get("attach", [])]
         problems = Collector(source)
-        paths = [inside(source.parent, a, key="attach", problems=problems) for a in named]
+        flat = not is_folder_event(source)
+        paths = [
+            inside(source.parent, a, key="attach", problems=problems, flat=flat) for a in named
+        ]
         fingerprint = "\0".join(_fingerprint(p) for p in paths if p is not None)
     except (MailerError, OSError, TypeError):
         return None
@@ -161,7 +165,8 @@ def read_text(path: Path, *, root: Path, source: Path, key: str | None, limit: i
 
 
 def check_inside(path: Path, *, root: Path, source: Path, key: str | None) -> None:
-    """Refuse a path that leaves `root` once symbolic links are followed."""
+    """Refuse a path that leaves `root` once symbolic links are followed, or for a single-file
+    event (whose root is schedules/ itself) one that leads into a subfolder: another event's."""
     try:
         resolved = path.resolve()
     except RuntimeError as exc:  # pathlib's "Symlink loop"
@@ -170,13 +175,29 @@ def check_inside(path: Path, *, root: Path, source: Path, key: str | None) -> No
         raise InputError(
             f"{path.name} leads outside the event's folder (a link?)", source=source, key=key
         )
+    if not is_folder_event(source) and resolved.parent != root.resolve():
+        raise InputError(
+            f"{path.name} leads into a subfolder (a link?); {FLAT_RULE}", source=source, key=key
+        )
 
 
 def check_regular(path: Path, *, source: Path, key: str | None) -> os.stat_result:
-    """The file's status; a FIFO or device would block or never end where it is read."""
+    """The file's status; a FIFO or device would block or never end where it is read.
+
+    A file with other names (hard links) is refused: its content may be anything on the
+    machine that the organiser could not otherwise read (a link to /etc/passwd named
+    report.pdf was sent), and no path check can see where its other names are.
+    """
     status = path.stat()
     if not stat.S_ISREG(status.st_mode):
         raise InputError(f"{path.name} is not a regular file", source=source, key=key)
+    if status.st_nlink > 1:
+        raise InputError(
+            f"{path.name} has other names (hard links) on this machine; "
+            "copy the file into the event's folder instead",
+            source=source,
+            key=key,
+        )
     return status
 
 
