@@ -15,7 +15,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from mailer import timing
 from mailer.errors import Collector, InputError
 from mailer.mails import LANGUAGE, Mail, Timeline, check_keys, inside, parse_mails
-from mailer.recipients import CONTROL, Recipient, check_address, parse_csv, parse_people, unique
+from mailer.recipients import (
+    CONTROL,
+    Recipient,
+    body_text,
+    check_address,
+    parse_csv,
+    parse_people,
+    shown,
+    unique,
+)
 
 __all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "parse_event"]
 
@@ -197,6 +206,12 @@ def parse_event(
         problems.add(
             "program", "expected a list of tables ([[program]] with at = ..., title = ...)"
         )
+    program = body_text(program, key="program", problems=problems)
+    data = {
+        k: body_text(v, key=shown(k), problems=problems)
+        for k, v in doc.items()
+        if k not in EVENT_KEYS
+    }
     table = doc.get("recipients", {})
     recipients = _recipients(table, source=source, csv_text=csv_text, problems=problems)
     organiser = _organiser(doc.get("organiser"), problems=problems)
@@ -227,7 +242,7 @@ def parse_event(
         organiser=organiser,
         description=text["description"] or None,
         program=tuple(program),
-        data={k: v for k, v in doc.items() if k not in EVENT_KEYS},
+        data=data,
         recipients=recipients,
         mails=tuple(mails),
     )
@@ -325,4 +340,6 @@ def _text(value: object, *, key: str, problems: Collector, one_line: bool = True
         return ""
     if one_line and CONTROL.search(value):
         problems.add(key, f"must be one line without control characters, got {value!r}")
+    elif not one_line:
+        value = body_text(value, key=key, problems=problems)
     return value.strip()

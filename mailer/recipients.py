@@ -46,6 +46,9 @@ CONTROL_IN_BODY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # What CONTROL finds, less the line ends that separate the rows of a CSV.
 CONTROL_BUT_LINE_ENDS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 NO_GROUPS: frozenset[str] = frozenset()
+# Line ends typed on Windows (CRLF) or an old Mac (CR) become LF in every text: a lone CR
+# reached the message unencoded (`\r.\r\n` in a Maildir file, a SIZE that undercounted).
+LINE_END = re.compile(r"\r\n?")
 
 
 def parse_people(people: object, *, problems: Collector) -> list[tuple[str, Recipient]]:
@@ -132,10 +135,10 @@ def make_recipient(
     if groups != "":
         groups = _groups(groups, key=f"{where}.groups", problems=problems)
     fields = {k: v for k, v in row.items() if k not in KNOWN_COLUMNS} or NO_FIELDS
-    if not clean:
-        for key, value in fields.items():
-            if isinstance(value, str):
-                _text(value, key=f"{where}.{shown(key)}", problems=problems, one_line=False)
+    if not clean and fields:
+        fields = {
+            k: body_text(v, key=f"{where}.{shown(k)}", problems=problems) for k, v in fields.items()
+        }
     if len(problems.problems) > before or address is None:
         return None
     return Recipient(address, name, language, groups or NO_GROUPS, fields)
@@ -167,6 +170,23 @@ def _text(value: object, *, key: str, problems: Collector, one_line: bool = True
             key, f"control characters (line breaks, NUL, …) are not allowed here: {text!r}"
         )
     return text.strip()
+
+
+def body_text(value: Any, *, key: str, problems: Collector) -> Any:
+    """A free value for templates (a text, or lists and tables of them) with its line ends
+    made LF; a control character other than a line break or tab (NUL, ESC) is refused, naming
+    the key (`program[0].title`), as it has no place in a mail and garbles a screen."""
+    if isinstance(value, str):
+        if CONTROL_IN_BODY.search(value):
+            problems.add(key, f"control characters (NUL, ESC, …) are not allowed here: {value!r}")
+        return LINE_END.sub("\n", value) if "\r" in value else value
+    if isinstance(value, list):
+        return [body_text(v, key=f"{key}[{i}]", problems=problems) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: body_text(v, key=f"{key}.{shown(k)}", problems=problems) for k, v in value.items()
+        }
+    return value
 
 
 def _groups(value: object, *, key: str, problems: Collector) -> frozenset[str]:
