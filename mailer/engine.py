@@ -165,7 +165,7 @@ class Engine:
         event, mail, recipient = found
         now = self.clock.now()
         try:
-            message = self.outbox.compose(event, mail, recipient, now=now)
+            message = await self.outbox.compose_async(event, mail, recipient, now=now)
         except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
             outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
         else:

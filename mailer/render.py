@@ -22,17 +22,27 @@ paragraphs (free text -> its paragraphs, split on blank lines).
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    select_autoescape,
+)
 from jinja2 import meta as jinja_meta
 from jinja2.exceptions import TemplateNotFound, TemplateSyntaxError
+from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 from markupsafe import Markup
 
@@ -51,9 +61,22 @@ _LINE_BREAK = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 # Mail clients show a subject's first ~100 characters; a longer one is a pasted text, and
 # folding it into a header costs ~0.1 ms per non-ASCII character, per recipient.
 MAX_SUBJECT_CHARS = 1000
-# An organiser's expression can raise these too (1/0, a bad method call, "x" * 10**12, which
-# fails at once for want of memory): theirs to fix.
-_TEMPLATE_FAULTS = (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError)
+# Each part of a mail (subject, HTML, text) may be this long: a generous newsletter is ~100 KB.
+# Output beyond it is a template gone wrong (a loop printing for ever), stopped as it streams,
+# before it fills memory or a 300 MB message reaches the relay. Counted in characters, which
+# never outnumber the bytes they encode to, so "more than 5 MB" is true when it is said.
+MAX_PART_CHARS = 5_000_000
+# Anything a template raises is the organiser's to fix, not the service's: 1/0, a bad method
+# call, a macro calling itself (RecursionError), "x" * 10**12 (MemoryError), a link refused.
+_TEMPLATE_FAULTS = (Exception,)
+
+
+class TooMuchOutput(TemplateError):
+    """A part of the mail grew beyond MAX_PART_CHARS while it was rendered."""
+
+
+class OutsideTemplates(TemplateError):
+    """A template file that is a link (or in a linked folder) leading out of templates/."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,10 @@ class Renderer:
 
     def __init__(self, templates_dir: Path, *, default_language: str) -> None:
         self._dir = Path(templates_dir)
+        self._root = self._dir.resolve()
+        # Told which part is being rendered ("subject", "html", "txt"), so that whoever stops
+        # a rendering that overran its time can say which file did.
+        self.on_part: Callable[[str], None] = _ignore
         self._default = (_chain(default_language) or ["en"])[0]
         self._envs: dict[Path, Sandbox] = {}
         self._subjects: dict[tuple[Sandbox, str], Template] = {}  # compiled mail.subject
@@ -127,6 +154,21 @@ class Renderer:
         """The first language of recipient, mail, event, default that has the template."""
         return self._place(event, mail, recipient.language)[1]
 
+    @property
+    def templates_dir(self) -> Path:
+        return self._dir
+
+    @property
+    def default_language(self) -> str:
+        return self._default
+
+    def template_files(
+        self, event: Event, mail: Mail, recipient: Recipient
+    ) -> list[tuple[str, str]]:
+        """(kind, file as the operator knows it) of the templates the recipient's mail uses."""
+        folder, _ = self._place(event, mail, recipient.language)
+        return [(kind, self._show(folder / name)) for kind, name in _files(folder, mail.template)]
+
     def render_mail(self, event: Event, mail: Mail, recipient: Recipient) -> Rendered:
         """Subject, text and HTML for one recipient; any template fault is an InputError."""
         folder, language = self._place(event, mail, recipient.language)
@@ -135,9 +177,12 @@ class Renderer:
         with self._faults(event, mail, "template", recipient.address):
             found = {kind: env.get_template(name) for kind, name in _files(folder, mail.template)}
         context["subject"] = self._subject(env, found, context, event, mail)
+        parts: dict[str, str] = {}
         with self._faults(event, mail, "template", recipient.address):
-            html = found["html"].render(context) if "html" in found else None
-            text = found["txt"].render(context) if "txt" in found else None
+            for kind, template in found.items():
+                self.on_part(kind)
+                parts[kind] = self._bounded(template.generate(context), template.filename)
+        html, text = parts.get("html"), parts.get("txt")
         text = _tidy(text) if text is not None else html_to_text(html or "")
         return Rendered(context["subject"], text, html, language)
 
@@ -165,7 +210,7 @@ class Renderer:
             with self._faults(event, mail, "template"):
                 for _, name in _files(folder, mail.template):
                     found.append(env.get_template(name))
-                    source = (folder / name).read_text(encoding="utf-8")
+                    source = _loader(env).get_source(env, name)[0]
                     # A computed name (None here) is checked when a recipient's mail is rendered.
                     parsed = env.parse(source)
                     for used in filter(None, jinja_meta.find_referenced_templates(parsed)):
@@ -203,7 +248,9 @@ class Renderer:
         env = self._envs.get(folder)
         if env is None:
             env = Sandbox(
-                loader=FileSystemLoader(list(dict.fromkeys([folder, self._dir]))),
+                loader=_InsideLoader(
+                    list(dict.fromkeys([folder, self._dir])), root=self._root, show=self._show
+                ),
                 undefined=StrictUndefined,
                 autoescape=select_autoescape(("html.j2", "html"), default_for_string=False),
                 keep_trailing_newline=True,
@@ -235,10 +282,12 @@ class Renderer:
         raw: str | None
         if mail.subject is not None:
             with self._faults(event, mail, "subject", address):
-                raw = self._compiled_subject(env, mail.subject).render(context)
+                self.on_part("subject")
+                compiled = self._compiled_subject(env, mail.subject)
+                raw = self._bounded(compiled.generate(context), None)
         else:
             with self._faults(event, mail, "template", address):
-                raw = _subject_block(found, context)
+                raw = self._subject_block(found, context)
         if raw is None:
             raise _no_subject(event, mail)
         subject = raw.strip()
@@ -265,6 +314,31 @@ class Renderer:
             self._subjects[env, source] = env.from_string(source)
         return self._subjects[env, source]
 
+    def _subject_block(self, found: dict[str, Template], context: dict[str, Any]) -> str | None:
+        """The subject block of the text template, else of the HTML one (unescaped)."""
+        for kind in KINDS:
+            template = found.get(kind)
+            if template is not None and "subject" in template.blocks:
+                self.on_part(kind)
+                chunks = template.blocks["subject"](template.new_context(context))
+                raw = self._bounded(chunks, template.filename)
+                return Markup(raw).unescape() if kind == "html" else raw
+        return None
+
+    def _bounded(self, chunks: Iterable[str], filename: str | None) -> str:
+        """The output of a rendering, stopped as soon as it exceeds MAX_PART_CHARS."""
+        parts: list[str] = []
+        size = 0
+        for chunk in chunks:
+            size += len(chunk)
+            if size > MAX_PART_CHARS:
+                what = self._show(filename) if filename else "the subject"
+                raise TooMuchOutput(
+                    f"{what} produced more than {MAX_PART_CHARS // 1_000_000} MB (the limit)"
+                )
+            parts.append(chunk)
+        return "".join(parts)
+
     @contextmanager
     def _faults(self, event: Event, mail: Mail, part: str, address: str = "") -> Iterator[None]:
         """Turns any template fault into an InputError naming file, line and recipient."""
@@ -284,6 +358,10 @@ class Renderer:
         whom = f"rendering for {address}: " if address else ""
         if isinstance(exc, TemplateNotFound):
             return f"{where}{whom}template {exc.name!r} not found"
+        if isinstance(exc, RecursionError):
+            return f"{where}{whom}calls itself too deeply (a macro or include that never ends?)"
+        if isinstance(exc, MemoryError):
+            return f"{where}{whom}needs more memory than a rendering may use"
         message = exc.message if isinstance(exc, TemplateError) else None
         return f"{where}{whom}{message or f'{type(exc).__name__}: {exc}'}"
 
@@ -312,16 +390,6 @@ def _files(folder: Path, name: str) -> list[tuple[str, str]]:
     return [(kind, file) for kind, file in files if (folder / file).is_file()]
 
 
-def _subject_block(found: dict[str, Template], context: dict[str, Any]) -> str | None:
-    """The subject block of the text template, else of the HTML one (unescaped)."""
-    for kind in KINDS:
-        template = found.get(kind)
-        if template is not None and "subject" in template.blocks:
-            raw = "".join(template.blocks["subject"](template.new_context(context)))
-            return Markup(raw).unescape() if kind == "html" else raw
-    return None
-
-
 def _no_subject(event: Event, mail: Mail) -> InputError:
     message = 'no subject: set "subject" in the mail or add {% block subject %} to the template'
     return InputError(message, source=event.source, key=f"{mail.key}.template")
@@ -330,3 +398,57 @@ def _no_subject(event: Event, mail: Mail) -> InputError:
 def _tidy(text: str) -> str:
     """At most one blank line in a row and one newline at the end: text templates stay readable."""
     return re.sub(r"\n{3,}", "\n\n", text.strip("\n")) + "\n"
+
+
+def _ignore(part: str) -> None:
+    """The default `on_part`: nobody is watching."""
+
+
+def _loader(env: Environment) -> BaseLoader:
+    assert env.loader is not None
+    return env.loader
+
+
+class _InsideLoader(BaseLoader):
+    """Loads templates from folders under `root`, never through a link that leaves it: a
+    template linked to /proc/self/environ would otherwise mail the service's secrets."""
+
+    def __init__(self, folders: list[Path], *, root: Path, show: Callable[[Path], str]) -> None:
+        self.folders = folders
+        self.root = root
+        self.show = show
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        pieces = split_template_path(template)
+        for folder in self.folders:
+            path = Path(folder, *pieces)
+            if not path.is_file():
+                continue
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError) as exc:
+                raise OutsideTemplates(f"{self.show(path)} cannot be followed: {exc}") from exc
+            if not real.is_relative_to(self.root):
+                raise OutsideTemplates(
+                    f"{self.show(path)} leads outside the templates folder (a link?): refused"
+                )
+            seen = _identity(real)
+            text = real.read_text(encoding="utf-8")
+            return text, str(path), functools.partial(_unchanged, path, seen)
+        raise TemplateNotFound(template)
+
+
+def _unchanged(path: Path, seen: tuple[int, int, int] | None) -> bool:
+    """One stat per use: the file as named is still the one read (not edited, not pointed
+    elsewhere); else it is loaded, and checked, again."""
+    return _identity(path) == seen
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_mtime_ns
