@@ -20,9 +20,9 @@ from mailer.recipients import (
     Recipient,
     body_text,
     check_address,
+    key_name,
     parse_csv,
     parse_people,
-    shown,
     unique,
 )
 
@@ -208,7 +208,7 @@ def parse_event(
         )
     program = body_text(program, key="program", problems=problems)
     data = {
-        k: body_text(v, key=shown(k), problems=problems)
+        k: body_text(v, key=key_name(k), problems=problems)
         for k, v in doc.items()
         if k not in EVENT_KEYS
     }

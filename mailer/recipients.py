@@ -150,6 +150,11 @@ def shown(text: str) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def key_name(key: str) -> str:
+    """A TOML key as an error message names it: `shown`, and `""` for the empty key."""
+    return shown(key) if key else '""'
+
+
 def check_address(value: object, *, key: str, problems: Collector) -> str | None:
     """A syntactically valid address in normal form, or None with the problem recorded (no DNS)."""
     if not isinstance(value, str) or not value.strip():
@@ -184,7 +189,7 @@ def body_text(value: Any, *, key: str, problems: Collector) -> Any:
         return [body_text(v, key=f"{key}[{i}]", problems=problems) for i, v in enumerate(value)]
     if isinstance(value, dict):
         return {
-            k: body_text(v, key=f"{key}.{shown(k)}", problems=problems) for k, v in value.items()
+            k: body_text(v, key=f"{key}.{key_name(k)}", problems=problems) for k, v in value.items()
         }
     return value
 

@@ -116,8 +116,8 @@ def test_a_key_nested_30000_levels_deep_is_refused_quickly_in_bounded_memory(
     assert error.strip() == (
         f"{source}: line 3: a key nested 30000 levels deep; at most 32 are allowed"
     ), label
-    assert took_s < 1.0, label
-    assert peak_kb < 150_000, label
+    assert took_s < 1.0, (label, took_s)
+    assert peak_kb < 150_000, (label, peak_kb)  # the interpreter and imports: ~60 MB
 
 
 @pytest.mark.parametrize(
