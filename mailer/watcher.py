@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchfiles import awatch
@@ -71,26 +72,39 @@ async def watch(
     """
     root = schedules.resolve()
     pending: set[Path] = set()
-    said: str | None = None
-    failures = 0
+    health = _Health(root)
     while not stop.is_set():
         try:
-            if failures and not root.is_dir():
-                raise FileNotFoundError(f"the folder {root} is gone; waiting for it to come back")
-            await _follow(root, on_change, stop=stop, pending=pending, catch_up=failures > 0)
+            if health.failures and not root.is_dir():
+                raise FileNotFoundError("the folder is gone; waiting for it to come back")
+            await _follow(root, on_change, stop=stop, pending=pending, health=health)
             if stop.is_set():
                 return
-            reason = f"the folder {root} was removed or replaced"
+            health.failed("the folder was removed or replaced")
         except Exception as exc:  # a fault ends this watch, never hot reload for good
-            reason = f"{type(exc).__name__}: {exc}"
-        else:
-            if said is not None:
-                log.info("watching %s for changes again", root)
-        if reason != said:
-            log.error("hot reload stopped (%s); watching %s again shortly", reason, root)
-            said = reason
-        failures += 1
-        await _pause(stop, min(pause_s * 2 ** (failures - 1), RESTART_MAX_S))
+            health.failed(f"{type(exc).__name__}: {exc}")
+        await _pause(stop, min(pause_s * 2 ** (health.failures - 1), RESTART_MAX_S))
+
+
+@dataclass
+class _Health:
+    """The watch's failures in a row, and what was said of them: each kind once, until the
+    watch runs again (a store that stays full is one line, not one a try)."""
+
+    root: Path
+    said: str | None = None
+    failures: int = 0
+
+    def failed(self, reason: str) -> None:
+        if reason != self.said:
+            log.error("hot reload of %s stopped (%s); trying again shortly", self.root, reason)
+            self.said = reason
+        self.failures += 1
+
+    def running(self) -> None:
+        if self.said is not None:
+            log.info("hot reload of %s works again", self.root)
+        self.said, self.failures = None, 0
 
 
 async def _follow(
@@ -99,12 +113,12 @@ async def _follow(
     *,
     stop: asyncio.Event,
     pending: set[Path],
-    catch_up: bool,
+    health: _Health,
 ) -> None:
     """One watch of `root`, until `stop` or until `root` is no longer the folder it was.
 
-    `pending` keeps the files of a batch until `on_change` has taken them; with `catch_up`,
-    every event file is added once the watch is running, for what changed while none was.
+    `pending` keeps the files of a batch until `on_change` has taken them. After a failure,
+    every event file is added once the watch runs, for what changed while none did.
     """
     identity = _identity(root)
     async for changes in awatch(
@@ -116,14 +130,15 @@ async def _follow(
         yield_on_timeout=True,
         recursive=True,
     ):
-        if catch_up:
+        if health.failures:
             pending.update(find_event_files(root))
-            catch_up = False
         pending.update(event_sources((path for _, path in changes), root))
         if pending:
             batch = set(pending)
             await on_change(batch)
             pending.difference_update(batch)
+        if health.failures:
+            health.running()
         if _identity(root) != identity:
             return
 

@@ -145,6 +145,7 @@ async def eventually(check, *, timeout_s: float = 5.0) -> None:
 async def test_a_watcher_whose_handler_fails_logs_once_restarts_and_retries(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
+    caplog.set_level(logging.INFO, logger="mailer")
     schedules = tmp_path / "schedules"
     schedules.mkdir()
     seen: list[set[str]] = []
@@ -170,6 +171,7 @@ async def test_a_watcher_whose_handler_fails_logs_once_restarts_and_retries(
         await asyncio.wait_for(task, 5)
     lines = [r.getMessage() for r in caplog.records if r.name == "mailer"]
     assert len([line for line in lines if "No space left on device" in line]) == 1, lines
+    assert lines[-1].endswith("works again"), lines
 
 
 async def test_a_watcher_survives_its_folder_being_removed_and_made_again(
@@ -198,7 +200,9 @@ async def test_a_watcher_survives_its_folder_being_removed_and_made_again(
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
-    assert any("schedules" in r.getMessage() for r in caplog.records if r.name == "mailer")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mailer"]
+    assert any("was removed or replaced" in line for line in lines), lines
+    assert lines[-1].endswith("works again"), lines
 
 
 # -- 7. a single-file event's files; hard links -------------------------------------------
