@@ -113,6 +113,19 @@ class _Handler:
         )
 
 
+class _CountingSMTP(SMTP):
+    """aiosmtpd's protocol, noting each AUTH command's mechanism: a relay logs every refused
+    one as a failed login, and enough of those lock the account."""
+
+    def __init__(self, server: SmtpServer, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server = server
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        self._server.auth_commands.append(arg.split(" ", 1)[0].upper())
+        await super().smtp_AUTH(arg)
+
+
 def _authenticate(
     smtpd: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
 ) -> AuthResult:
@@ -135,6 +148,7 @@ class SmtpServer:
         self.port = 0
         self.messages: list[Received] = []
         self.connections = 0
+        self.auth_commands: list[str] = []  # the mechanism of every AUTH command, in order
         self.faults = Faults()
         self._protocols: list[SMTP] = []
 
@@ -153,7 +167,9 @@ class SmtpServer:
     def _protocol(self, **options: Any) -> SMTP:
         """One aiosmtpd protocol per accepted connection, counted to prove sessions are reused."""
         self.connections += 1
-        protocol = SMTP(_Handler(self), hostname=HOSTNAME, authenticator=_authenticate, **options)
+        protocol = _CountingSMTP(
+            self, _Handler(self), hostname=HOSTNAME, authenticator=_authenticate, **options
+        )
         if self.implicit_tls:
             # The socket is TLS from the first byte, which aiosmtpd does not know: it would
             # withhold AUTH waiting for a STARTTLS that cannot come.
@@ -182,11 +198,15 @@ async def serve_smtp(
     require_starttls: bool = True,
     auth_required: bool = True,
     auth_require_tls: bool = True,
+    smtputf8: bool = False,
+    auth_exclude: tuple[str, ...] = (),
 ) -> AsyncIterator[SmtpServer]:
     """Run a server on 127.0.0.1:0 in the running loop until the block ends.
 
     Defaults: STARTTLS offered and required, AUTH PLAIN/LOGIN required and offered only over TLS.
-    `starttls=False` advertises no STARTTLS; `implicit_tls=True` speaks TLS from the first byte.
+    `starttls=False` advertises no STARTTLS; `implicit_tls=True` speaks TLS from the first byte;
+    `smtputf8=True` offers SMTPUTF8 (non-ASCII addresses), as Postfix does by default;
+    `auth_exclude=("PLAIN",)` leaves that AUTH mechanism out of what the server offers.
     """
     server = SmtpServer(implicit_tls=implicit_tls)
     tls_context = server.server_context()
@@ -195,6 +215,8 @@ async def serve_smtp(
         "require_starttls": require_starttls,
         "auth_required": auth_required,
         "auth_require_tls": auth_require_tls,
+        "enable_SMTPUTF8": smtputf8,
+        "auth_exclude_mechanism": auth_exclude,
     }
     loop = asyncio.get_running_loop()
     listener = await loop.create_server(

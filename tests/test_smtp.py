@@ -137,6 +137,27 @@ async def test_a_wrong_password_retries_and_is_never_shown(
     assert smtp_server.messages == []
 
 
+async def test_a_wrong_password_is_tried_once_per_attempt(smtp_server: SmtpServer) -> None:
+    """A relay counts every refused AUTH as a failed login, and locks the account after a
+    few: a second mechanism after a 535 doubled the count (4 attempts, 8 failed logins)."""
+    settings = smtp_settings(smtp_server, password="hunter2-wrong-password")
+    async with transport_for(smtp_server, settings) as transport:
+        outcomes = [await send(transport, number=n) for n in range(2)]
+
+    assert [outcome.code for outcome in outcomes] == [535, 535]
+    assert smtp_server.connections == 2
+    assert smtp_server.auth_commands == ["PLAIN", "PLAIN"]  # offered: PLAIN and LOGIN
+
+
+async def test_a_server_offering_only_login_gets_login() -> None:
+    async with serve_smtp(auth_exclude=("PLAIN",)) as server, transport_for(server) as transport:
+        outcome = await send(transport)
+
+    assert outcome.verdict is Verdict.SENT
+    assert server.auth_commands == ["LOGIN"]
+    assert [m.login for m in server.messages] == [USERNAME]
+
+
 async def test_451_retries_and_the_session_stays_usable(smtp_server: SmtpServer) -> None:
     smtp_server.faults.busy = 1
     async with transport_for(smtp_server) as transport:

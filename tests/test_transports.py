@@ -64,3 +64,31 @@ async def test_concurrent_sends_each_arrive_once(tmp_path: Path, open_transport)
     )
     assert {m["Subject"] for m in messages} == {"Smörgås"}
     assert all(".leading dot" in m.get_content() for m in messages)
+
+
+@pytest.mark.parametrize("security", ["none", "starttls", "tls"])
+async def test_every_security_mode_without_auth_says_ehlo_and_sends_smtputf8(security: str):
+    """An internal relay trusted by IP takes mail with no login: the session must still open
+    with EHLO, or the client knows no SIZE and no SMTPUTF8 and fails björn for good."""
+    address = "björn@example.org"
+    message = bytes(MESSAGE).replace(b"{to}", address.encode()).replace(b"{n}", b"1")
+    async with serve_smtp(
+        starttls=security == "starttls",
+        implicit_tls=security == "tls",
+        auth_required=False,
+        smtputf8=True,
+    ) as server:
+        settings = smtp_settings(
+            server, security=security, username=None, password_env=None, password=None
+        )
+        transport = SmtpTransport(
+            settings, connections=1, max_per_minute=0, tls_context=server.client_context()
+        )
+        outcome = await transport.send(message, sender="a@example.org", recipient=address)
+        await transport.close()
+
+    assert outcome.verdict is Verdict.SENT, outcome.reply
+    (received,) = server.messages
+    assert received.rcpt_tos == (address,)
+    assert (received.tls, received.login) == (security != "none", None)
+    assert sorted(received.mail_options) == [f"SIZE={len(message)}", "SMTPUTF8"]

@@ -40,6 +40,9 @@ SECRET_WINDOW = 8
 # What a session can fail with below the SMTP replies: aiosmtplib's errors (disconnects and
 # timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+# AUTH mechanisms in the order tried, as aiosmtplib names them (`auth_plain`, ...): one only.
+_AUTH_OVER_TLS = ("plain", "login", "cram-md5")
+_AUTH_PLAIN_TEXT = ("cram-md5", "plain", "login")
 
 
 async def transact(
@@ -186,7 +189,13 @@ class SmtpTransport:
         return slot.client
 
     async def _connect(self) -> aiosmtplib.SMTP:
-        """A new session: connect, STARTTLS when configured (or refuse), then AUTH."""
+        """A new session: connect, STARTTLS when configured (or refuse), EHLO, then AUTH.
+
+        EHLO on every session, in every mode: without it the client knows none of the
+        server's extensions, so MAIL FROM goes without SIZE and a non-ASCII address fails
+        for want of an SMTPUTF8 the server offers. After STARTTLS it is asked again: what was
+        said in plain text no longer counts (RFC 3207).
+        """
         settings = self.settings
         if self._local_hostname is None:  # aiosmtplib would look it up again for every client
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
@@ -208,6 +217,7 @@ class SmtpTransport:
                 if not client.supports_extension("starttls"):
                     raise _Refused(NO_STARTTLS)
                 await client.starttls()
+            await _greet(client)
             if settings.username is not None:
                 await self._login(client, settings.username)
         except BaseException:
@@ -216,14 +226,24 @@ class SmtpTransport:
         return client
 
     async def _login(self, client: aiosmtplib.SMTP, username: str) -> None:
-        await client.ehlo()  # after STARTTLS the extensions must be asked for again (RFC 3207)
-        if not client.supports_extension("auth"):
+        """AUTH with one mechanism, never a second after a refusal: aiosmtplib's `login` goes
+        on to the next mechanism, and a relay counts each refused one as a failed login,
+        which locks accounts. Over TLS, PLAIN before LOGIN (one round trip, and the server
+        may keep only a hash of the password); CRAM-MD5 first only on a plain-text session,
+        where it keeps the password off the wire."""
+        offered = set(client.server_auth_methods)
+        preferred = _AUTH_PLAIN_TEXT if self.settings.security == "none" else _AUTH_OVER_TLS
+        mechanism = next((name for name in preferred if name in offered), None)
+        if mechanism is None:
             raise _Refused(
                 "the server does not offer AUTH on this connection: check transport.security, "
                 "or leave out transport.username if the server needs no login"
             )
         password = self.settings.password
-        await client.login(username, password.get_secret_value() if password else "")
+        secret = password.get_secret_value() if password else ""
+        log.debug("logging in to %s with AUTH %s", _server(self.settings), mechanism.upper())
+        login = {"plain": client.auth_plain, "login": client.auth_login}
+        await login.get(mechanism, client.auth_crammd5)(username, secret)
 
     def _session_failure(self, exc: BaseException) -> Outcome:
         """A failure of the session, not of the message: RETRY, said plainly and logged."""
@@ -274,6 +294,16 @@ def scrub(text: str, password: str) -> str:
         return run[0]
 
     return _BASE64_RUN.sub(masked, text)
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO from an old relay that knows no EHLO (it then has no extensions)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not client.is_connected:
+            raise
+        await client.helo()
 
 
 def _drop(slot: _Slot) -> None:
