@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable
 from datetime import timedelta
@@ -63,6 +64,23 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     """Anchor a relative path at the config file's folder, so the service runs from anywhere."""
     base = (info.context or {}).get("base", Path("."))
     return (base / value.expanduser()).absolute()
+
+
+def _ca_file(path: Path) -> Path:
+    """A CA file the TLS context can load, checked at start rather than at the first send."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "is a folder, not a file"
+    except ssl.SSLError:  # an OSError too: asked first
+        reason = "holds no PEM certificate"
+    except OSError as exc:
+        reason = f"cannot read: {exc.strerror or exc}"
+    else:
+        return path
+    raise ValueError(f"expected a PEM file of CA certificates, got {_quote(str(path))}: {reason}")
 
 
 def _duration(value: object) -> object:
@@ -162,6 +180,8 @@ class SmtpTransport(_Section):
     password_env: Annotated[str, _check(_ENV_NAME.fullmatch, _ENV_NAME_EXPECTED)] | None = None
     timeout: Duration = timedelta(seconds=30)
     validate_certs: bool = True
+    # A private CA to trust besides the system's store (which SSL_CERT_FILE can also replace).
+    ca_file: Annotated[ConfigPath, AfterValidator(_ca_file)] | None = None
     # From $password_env via load_settings, never from the file; SecretStr keeps it out of repr.
     password: SecretStr | None = Field(default=None, exclude=True)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import trustme
 from pydantic import BaseModel, ValidationError
 
 from mailer.config import (
@@ -59,7 +60,7 @@ def problems_of(path: Path) -> list[str]:
         (
             SMTP + 'hots = "x"\n',
             "transport.hots: unknown key (known: kind, host, port, security, username, "
-            "password_env, timeout, validate_certs)",
+            "password_env, timeout, validate_certs, ca_file)",
         ),
         (
             SENDER + "[transport]\nhost = 1\n",
@@ -354,3 +355,31 @@ def test_a_username_without_password_env_is_refused(tmp_path: Path):
         f"{config}: transport: username is set but password_env is "
         "not: name the environment variable that holds the password"
     )
+
+
+def test_ca_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "etc"
+    (folder / "tls").mkdir(parents=True)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "tls" / "ca.pem"))
+    transport = load_settings(write(folder, SMTP + 'ca_file = "tls/ca.pem"\n')).transport
+    assert isinstance(transport, SmtpTransport)
+    assert transport.ca_file == folder / "tls" / "ca.pem"
+
+
+@pytest.mark.parametrize(
+    ("written", "reason"),
+    [
+        ("missing.pem", "no such file"),
+        (".", "is a folder, not a file"),
+        ("config.toml", "holds no PEM certificate"),
+    ],
+)
+def test_a_ca_file_that_cannot_be_used_is_refused(
+    tmp_path: Path, written: str, reason: str
+) -> None:
+    path = write(tmp_path, SMTP + f'ca_file = "{written}"\n')
+    (line,) = problems_of(path)
+    assert line.startswith(f"{path}: transport.ca_file: ")
+    assert reason in line
+    assert str(tmp_path / written) in line

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email import policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,24 @@ async def test_a_server_offering_only_login_gets_login() -> None:
     assert outcome.verdict is Verdict.SENT
     assert server.auth_commands == ["LOGIN"]
     assert [m.login for m in server.messages] == [USERNAME]
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "tls"])
+async def test_ca_file_trusts_a_private_ca(tmp_path: Path, implicit_tls: bool) -> None:
+    """transport.ca_file: the relay's certificate is still verified, against that CA."""
+    async with serve_smtp(implicit_tls=implicit_tls) as server:
+        ca_file = tmp_path / "ca.pem"
+        server.ca.cert_pem.write_to_path(str(ca_file))
+        async with transport_for(server, trust=False) as transport:
+            refused = await send(transport, number=1)
+        settings = smtp_settings(server, ca_file=ca_file)
+        async with transport_for(server, settings, trust=False) as transport:
+            accepted = await send(transport, number=2)
+
+    assert refused.verdict is Verdict.RETRY
+    assert "certificate" in refused.reply
+    assert accepted.verdict is Verdict.SENT, accepted.reply
+    assert [(m.message_id, m.tls) for m in server.messages] == [(f"<2.{ANNA}>", True)]
 
 
 async def test_451_retries_and_the_session_stays_usable(smtp_server: SmtpServer) -> None:

@@ -105,8 +105,10 @@ class SmtpTransport:
         self.settings = settings
         self.timeout_s = settings.timeout.total_seconds()
         self.idle_check_s = idle_check_s
-        # A given context (tests pass one trusting their CA) still verifies; with
-        # validate_certs = false aiosmtplib builds one that does not.
+        # A given context (tests pass one trusting their CA) or one trusting transport.ca_file
+        # still verifies; with validate_certs = false aiosmtplib builds one that does not.
+        if tls_context is None and settings.ca_file is not None:
+            tls_context = ssl.create_default_context(cafile=settings.ca_file)
         self._tls_context = tls_context if settings.validate_certs else None
         self._limiter = AsyncLimiter(1, 60 / max_per_minute) if max_per_minute > 0 else None
         self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
