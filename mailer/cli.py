@@ -78,8 +78,9 @@ def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
     return wrapper
 
 
-def settings_from(config_path: Path | None) -> Settings:
-    return load_settings(find_config(config_path, cwd=Path(".")))
+def settings_from(config_path: Path | None, *, sends: bool = False) -> Settings:
+    """The settings; only a command that sends (`sends=True`) needs the SMTP password set."""
+    return load_settings(find_config(config_path, cwd=Path(".")), needs_password=sends)
 
 
 @click.group()
@@ -158,7 +159,7 @@ def preview(
 @reports_errors
 def run(config_path: Path | None, log_format: str) -> int:
     """Run the service in the foreground (for systemd or a terminal)."""
-    settings = settings_from(config_path)
+    settings = settings_from(config_path, sends=True)
     configure_logging(log_format)
     asyncio.run(serve(settings, clock=SystemClock()))
     return EXIT_OK
@@ -191,7 +192,7 @@ def status(
 @reports_errors
 def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
     """Send that mail now, to those who have not had it."""
-    settings = settings_from(config_path)
+    settings = settings_from(config_path, sends=True)
     configure_logging("text")
     recipient = address.lower() if address else None
     report = asyncio.run(

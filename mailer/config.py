@@ -287,11 +287,15 @@ def find_config(explicit: Path | None, *, cwd: Path) -> Path:
     )
 
 
-def load_settings(path: Path) -> Settings:
-    """Read and validate `path`; raise `Problems` listing every problem, each with file and key."""
+def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
+    """Read and validate `path`; raise `Problems` listing every problem, each with file and key.
+
+    `needs_password=False` for commands that send nothing (check, status, preview, ...): an
+    unset $password_env is then no problem, and the transport's password is None.
+    """
     source = str(path)
     raw = _read_toml(path)
-    problems = _take_password(raw, source)
+    problems = _take_password(raw, source, needs_password=needs_password)
     try:
         settings = Settings.model_validate(raw, context={"base": path.absolute().parent})
     except ValidationError as exc:
@@ -316,7 +320,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     raise Problems([ConfigError(reason, source=path)])
 
 
-def _take_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
+def _take_password(raw: dict[str, Any], source: str, *, needs_password: bool) -> list[ConfigError]:
     """Refuse a literal password; move the one $password_env names into the transport.
 
     Only this module reads the environment, so everything else gets secrets as values. The
@@ -337,7 +341,7 @@ def _take_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
         value = os.environ.pop(name, None)
         if value:
             transport["password"] = SecretStr(value)
-        else:
+        elif needs_password:
             message = f"environment variable {name} is {'not set' if value is None else 'empty'}"
             problems.append(ConfigError(message, source=source, key="transport.password_env"))
     return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -11,8 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import trustme
+from click.testing import CliRunner
 from pydantic import BaseModel, ValidationError
 
+from mailer.cli import main
 from mailer.config import (
     DEFAULT_CONFIG_NAMES,
     MaildirTransport,
@@ -24,6 +27,8 @@ from mailer.config import (
     load_settings,
 )
 from mailer.errors import ConfigError, Problems
+from mailer.store import Store
+from tests.project import make_project, smtp_transport, write_event
 
 EXAMPLE = Path(__file__).parents[1] / "config.example.toml"
 SENDER = '[sender]\nfrom = "info@example.org"\n'
@@ -383,3 +388,61 @@ def test_a_ca_file_that_cannot_be_used_is_refused(
     assert line.startswith(f"{path}: transport.ca_file: ")
     assert reason in line
     assert str(tmp_path / written) in line
+
+
+def write_smtp_project(root: Path) -> Path:
+    """A project sending through SMTP with a login, one event and a database (as `run` leaves
+    it), ready for every command."""
+    config = make_project(root, transport=smtp_transport(2525))
+    write_event(root, "forlabb")
+
+    async def create_database() -> None:
+        await (await Store.open(root / "var" / "mailer.sqlite3")).close()
+
+    asyncio.run(create_database())
+    return config
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (["check"], 0),
+        (["status"], 0),
+        (["preview", "forlabb", "invitation", "--out", "{root}/preview"], 0),
+        (["rehearse", "{root}/schedules/forlabb.toml", "--out", "{root}/rehearsal"], 0),
+        (["retry", "forlabb"], 0),
+        (["run"], 2),
+        (["send", "forlabb", "invitation"], 2),
+    ],
+    ids=lambda value: value[0] if isinstance(value, list) else None,
+)
+def test_only_the_commands_that_send_need_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str], code: int
+) -> None:
+    """An organiser runs `check` on the server, an operator `status` in a shell without the
+    unit's EnvironmentFile: neither sends, so neither needs the SMTP password."""
+    monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
+    config = write_smtp_project(tmp_path)
+    args = [arg.format(root=tmp_path) for arg in command]
+    exit_code, output = run_cli(*args, "-c", str(config))
+    assert exit_code == code, output
+    unset = "transport.password_env: environment variable MAILER_SMTP_PASSWORD is not set"
+    assert (unset in output) == (code == 2)
+
+
+def test_a_command_that_does_not_send_still_takes_the_password_out_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
+    path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
+    transport = load_settings(path, needs_password=False).transport
+    assert "MAILER_SMTP_PASSWORD" not in os.environ
+    assert isinstance(transport, SmtpTransport) and transport.password is not None
+    monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
+    transport = load_settings(path, needs_password=False).transport
+    assert isinstance(transport, SmtpTransport) and transport.password is None
