@@ -225,6 +225,8 @@ class Catalog:
     async def _planned(self, reading: Reading, stored: EventRow | None) -> Version:
         """The version with the plan it takes, unless it plans as the version stored."""
         version = reading.version
+        if stored is not None and stored.error is not None:  # its error was logged: so is this
+            log.info("%s: valid again, this version is now in force", version.event_id)
         if stored is not None and stored.digest == version.digest:
             return version
         plan = await self.store.plan(

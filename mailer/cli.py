@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 from babel.dates import format_timedelta
@@ -38,13 +39,24 @@ out = Console(
 )
 err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
+CONFIG_HELP = "Configuration file (else $MAILER_CONFIG, ./config.toml, ./config.example.toml)."
+
+
+def _or_given_before(ctx: click.Context, _: click.Parameter, value: Path | None) -> Path | None:
+    """A command's own `-c`, else the one given before it (`mailer -c X check`)."""
+    if value is None and ctx.parent is not None:
+        return ctx.parent.params.get("config_path")
+    return value
+
+
 config_option = click.option(
     "-c",
     "--config",
     "config_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Configuration file (else $MAILER_CONFIG, ./config.toml, ./config.example.toml).",
+    callback=_or_given_before,
+    help=CONFIG_HELP,
 )
 
 
@@ -61,7 +73,8 @@ def say(console: Console, line: str) -> None:
 
 
 def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
-    """Turn a MailerError into its lines on stderr and the exit code of SPEC §7."""
+    """Turn a MailerError into its lines on stderr and our exit code: 2 if the configuration
+    is at fault (the service cannot start: systemd must not restart it), else 1."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
@@ -83,8 +96,33 @@ def settings_from(config_path: Path | None, *, sends: bool = False) -> Settings:
     return load_settings(find_config(config_path, cwd=Path(".")), needs_password=sends)
 
 
+def schedules_of(settings: Settings, config_path: Path | None) -> Path:
+    """The schedules folder. Missing, it is the configuration's fault (exit 2): the service
+    could never work, and systemd's RestartPreventExitStatus=2 then stops restarting it."""
+    folder = settings.paths.schedules
+    if not folder.is_dir():
+        raise ConfigError(
+            f"no folder {folder}: create it, or set paths.schedules to the folder of event files",
+            source=find_config(config_path, cwd=Path(".")),
+            key="paths.schedules",
+        )
+    return folder
+
+
+def event_files_in(path: Path) -> list[Path]:
+    """What a path on the command line names: a folder event by its folder
+    (`schedules/seminarium/`), a folder of events (`schedules/`), or one event file."""
+    if path.is_dir():
+        return [path / "event.toml"] if (path / "event.toml").exists() else find_event_files(path)
+    return [path]
+
+
 @click.group()
-def main() -> None:
+@click.option(
+    "-c", "--config", "config_path", type=click.Path(path_type=Path), default=None, help=CONFIG_HELP
+)
+@click.version_option(package_name="mailer", prog_name="mailer")
+def main(config_path: Path | None) -> None:
     """Sends the timed emails around an event: invitations, reminders, reports, follow-ups."""
 
 
@@ -95,7 +133,8 @@ def main() -> None:
 def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
     """Validate config, event files, CSVs and templates; render every mail for every recipient."""
     settings = settings_from(config_path)
-    sources = list(paths) or find_event_files(settings.paths.schedules)
+    named = [source for path in paths for source in event_files_in(path)]
+    sources = named or find_event_files(schedules_of(settings, config_path))
     failed = 0
     # A bar on a terminal (checking 1,000 events takes a while); nothing in a pipe or a log.
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
@@ -160,7 +199,8 @@ def preview(
 def run(config_path: Path | None, log_format: str) -> int:
     """Run the service in the foreground (for systemd or a terminal)."""
     settings = settings_from(config_path, sends=True)
-    configure_logging(log_format)
+    schedules_of(settings, config_path)
+    configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
     asyncio.run(serve(settings, clock=SystemClock()))
     return EXIT_OK
 
@@ -169,7 +209,7 @@ def run(config_path: Path | None, log_format: str) -> int:
 @config_option
 @click.argument("event_id", required=False)
 @click.argument("mail_name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document (SPEC §7).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @reports_errors
 def status(
     config_path: Path | None, event_id: str | None, mail_name: str | None, as_json: bool
@@ -193,7 +233,8 @@ def status(
 def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
     """Send that mail now, to those who have not had it."""
     settings = settings_from(config_path, sends=True)
-    configure_logging("text")
+    schedules_of(settings, config_path)
+    configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
     recipient = address.lower() if address else None
     report = asyncio.run(
         send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
@@ -222,7 +263,7 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
 
 @main.command()
 @config_option
-@click.argument("event_file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("event_file", type=click.Path(path_type=Path, exists=True))
 @click.option(
     "--seconds", default=5.0, show_default=True, help="How long the whole timeline takes to play."
 )
@@ -238,6 +279,8 @@ def rehearse(
 ) -> int:
     """Play the event's whole timeline in seconds into a scratch Maildir; touches no real state."""
     settings = settings_from(config_path)
+    if event_file.is_dir():  # a folder event, named by its folder
+        event_file = event_file / "event.toml"
     result = asyncio.run(
         run_rehearsal(settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now())
     )
@@ -274,6 +317,11 @@ def rehearse(
 def print_status(report: dict[str, Any], *, now: datetime) -> None:
     """The status tables; every value from the database is shown as text (`shown`)."""
     for event in report["events"]:
+        if not event["mails"]:  # never valid (or no mails): its error, not an empty table
+            out.print(_title(event))
+            invalid = event["error"] and not event["in_force"]
+            say(out, "nothing is planned until the file is fixed" if invalid else "no mails")
+            continue
         table = Table("mail", "due", "", "deliveries", title=_title(event), title_justify="left")
         for mail in event["mails"]:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
@@ -324,24 +372,42 @@ def _local(iso: str | None) -> str:
     return "" if iso is None else iso[:16].replace("T", " ")
 
 
-def configure_logging(log_format: str) -> None:
-    """Log to stderr (systemd's journal and Docker collect it)."""
+def configure_logging(log_format: str, *, zone: ZoneInfo) -> None:
+    """Log to stderr (systemd's journal and Docker collect it), with times in `zone`, the
+    one `status` shows, offset included: a log line and a status row read the same clock
+    whatever the machine's own zone (a container's is often UTC)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter()
+        JsonFormatter(zone)
         if log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else TextFormatter(zone, "%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for chatty in ("apscheduler", "watchfiles"):  # their INFO lines are not the operator's news
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
-class JsonFormatter(logging.Formatter):
+class TextFormatter(logging.Formatter):
+    """Times as `2026-12-02 09:23:05+01:00`: local to the events, with the UTC offset."""
+
+    def __init__(self, zone: ZoneInfo, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self.zone = zone
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self.when(record).isoformat(sep=" ", timespec="seconds")
+
+    def when(self, record: logging.LogRecord) -> datetime:
+        return datetime.fromtimestamp(record.created, self.zone)
+
+
+class JsonFormatter(TextFormatter):
+    """One object a line; `time` in ISO 8601 with milliseconds and the offset."""
+
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(
             {
-                "time": self.formatTime(record),
+                "time": self.when(record).isoformat(timespec="milliseconds"),
                 "level": record.levelname,
                 "logger": record.name,
                 "message": record.getMessage(),

@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mailer.errors import ConfigError, Problems
-from mailer.timing import parse_duration
+from mailer.timing import parse_duration, written_duration
 
 DEFAULT_CONFIG_NAMES = ("config.toml", "config.example.toml")
 _PASSWORD_IN_FILE = (
@@ -237,8 +237,8 @@ class SendingSettings(_Section):
         """Retry waits grow from backoff_first to backoff_max; a cap below the start is a typo."""
         if self.backoff_first > self.backoff_max:
             raise ValueError(
-                f"backoff_first ({self.backoff_first}) must not be longer than "
-                f"backoff_max ({self.backoff_max})"
+                f"backoff_first ({written_duration(self.backoff_first)}) must not be longer "
+                f"than backoff_max ({written_duration(self.backoff_max)})"
             )
         return self
 

@@ -190,7 +190,8 @@ def parse_event(
         problems.add(
             None,
             f"event id {event_id_of(source)!r} (the file or folder name) "
-            "must match [a-z0-9][a-z0-9-]*",
+            "may hold only lower-case letters a–z, digits and hyphens, "
+            "starting with a letter or digit",
         )
     text = {
         key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")

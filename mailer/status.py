@@ -1,4 +1,4 @@
-"""The status document of SPEC §7 (`mailer status --json`), read from the store."""
+"""The status document (`mailer status --json`): per event and mail, read from the store."""
 
 from __future__ import annotations
 

@@ -32,6 +32,16 @@ _RELATIVE_EXPECTED = '"<start|end> <+|-> <N><w|d|h|m> [at HH:MM]" (like "start -
 _MAX_DIGITS = 20
 
 
+def written_duration(delta: timedelta) -> str:
+    """A duration as a person writes one ("5m", "1h 30m"), not as timedelta prints ("0:05:00")."""
+    left = abs(int(delta.total_seconds()))
+    parts = []
+    for unit, size_s in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        amount, left = divmod(left, size_s)
+        parts += [f"{amount}{unit}"] if amount else []
+    return ("-" if delta < timedelta(0) else "") + (" ".join(parts) or "0s")
+
+
 def parse_duration(value: str | int | float) -> timedelta:
     """Turn "90s", "5m", "2h", "3d", "1w" or a plain number of seconds into a timedelta."""
     amount, unit = _split_duration(value)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from email import message_from_bytes, policy
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -124,3 +127,72 @@ def test_preview_says_what_exists_when_asked_for_what_does_not(tmp_path: Path, a
     write_event(tmp_path, "forlabb")
     code, output = mailer("preview", "-c", str(config), *args, "--out", str(tmp_path / "p"))
     assert code == 1 and expected in output
+
+
+def test_a_missing_schedules_folder_stops_run_with_exit_2_naming_the_key(tmp_path: Path):
+    """systemd's RestartPreventExitStatus=2 must stop a service that cannot ever work."""
+    config = make_project(tmp_path)
+    (tmp_path / "schedules").rmdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "mailer", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{config}: paths.schedules: ") and str(tmp_path / "schedules") in line
+    code, output = mailer("check", "-c", str(config))
+    assert code == 2 and "paths.schedules" in output
+
+
+def test_the_config_option_may_come_before_the_command():
+    example = str(REPO / "config.example.toml")
+    code, output = mailer("-c", example, "check")
+    assert code == 0, output
+    assert "2 event files checked, 0 with problems" in output
+    code, output = mailer("-c", "/nonexistent.toml", "check", "-c", example)
+    assert code == 0, output  # the command's own -c wins
+
+
+def test_version_is_printed():
+    code, output = mailer("--version")
+    assert code == 0 and output.strip() == f"mailer, version {version('mailer')}"
+
+
+def test_no_help_text_cites_a_document_the_repository_does_not_have():
+    for name in [None, *main.commands]:
+        code, output = mailer(*([name] if name else []), "--help")
+        assert code == 0 and "SPEC" not in output, output
+
+
+def test_check_takes_a_folder_event_by_its_folder(tmp_path: Path):
+    config = make_project(tmp_path)
+    write_event(tmp_path, "seminarium", notes__txt="anteckningar")
+    code, output = mailer("check", "-c", str(config), str(tmp_path / "schedules" / "seminarium"))
+    assert code == 0, output
+    assert f"ok  {tmp_path / 'schedules' / 'seminarium' / 'event.toml'}: 2 mails" in output
+    write_event(tmp_path, "forlabb")
+    code, output = mailer("check", "-c", str(config), str(tmp_path / "schedules"))
+    assert code == 0 and "2 event files checked, 0 with problems" in output, output
+
+
+def test_an_event_id_error_is_said_in_words(tmp_path: Path):
+    config = make_project(tmp_path)
+    write_event(tmp_path, "Forlabb_2027")
+    code, output = mailer("check", "-c", str(config))
+    assert code == 1
+    assert "lower-case letters a–z, digits and hyphens, starting with a letter or digit" in output
+    assert "[a-z0-9]" not in output
+
+
+def test_a_duration_in_a_config_error_reads_as_written(tmp_path: Path):
+    config = make_project(tmp_path)
+    text = config.read_text().replace('backoff_first = "1s"', 'backoff_first = "5m"')
+    config.write_text(text.replace('backoff_max = "1h"', 'backoff_max = "90s"'))
+    code, output = mailer("check", "-c", str(config))
+    assert code == 2
+    assert "backoff_first (5m) must not be longer than backoff_max (1m 30s)" in output
+    assert "0:05:00" not in output

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
 
-from mailer.cli import main
+from mailer.cli import JsonFormatter, main
 from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
@@ -105,3 +109,38 @@ def test_send_to_someone_who_does_not_get_the_mail_says_so(tmp_path: Path):
     )
     assert result.exit_code == 1
     assert "anna@exampel.org does not get this mail (to: registered)" in result.output
+
+
+def test_log_lines_carry_the_time_in_the_events_zone_with_its_offset(tmp_path: Path):
+    """Status shows times in `sender.timezone`; the log says the same clock, offset shown."""
+    config = make_project(tmp_path)
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace("[sender]\n", '[sender]\ntimezone = "Asia/Kolkata"\n'))
+    write_event(tmp_path, "seminarium", timed_event(soon(-1), people=1))
+    result = CliRunner().invoke(main, ["send", "-c", str(config), "seminarium", "invitation"])
+    assert result.exit_code == 0, result.output
+    sent = [line for line in result.stderr.splitlines() if "seminarium/invitation to" in line]
+    assert sent and re.match(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\+05:30 INFO mailer: seminarium/invitation", sent[0]
+    ), sent
+
+
+def test_json_log_lines_carry_an_iso_time_with_offset():
+    record = logging.LogRecord("mailer", logging.INFO, __file__, 1, "sent", None, None)
+    record.created = 1.9e9
+    line = json.loads(JsonFormatter(ZoneInfo("Europe/Stockholm")).format(record))
+    assert line["time"] == "2030-03-17T18:46:40.000+01:00"
+
+
+def test_an_event_valid_again_says_so_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    settings = load_settings(make_project(tmp_path))
+    source = write_event(tmp_path, "forlabb")
+    valid = source.read_text(encoding="utf-8")
+    asyncio.run(plan(settings))
+    source.write_text(valid.replace('to = ["registered"]', 'to = ["registerd"]'))
+    asyncio.run(plan(settings))
+    caplog.set_level(logging.INFO, logger="mailer")
+    assert "valid again" not in caplog.text
+    source.write_text(valid)
+    asyncio.run(plan(settings))
+    assert "forlabb: valid again, this version is now in force" in caplog.text

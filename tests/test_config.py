@@ -99,7 +99,7 @@ def problems_of(path: Path) -> list[str]:
         ),
         (
             SENDER + '[sending]\nbackoff_first = "2h"\n',
-            "sending: backoff_first (2:00:00) must not be longer than backoff_max (1:00:00)",
+            "sending: backoff_first (2h) must not be longer than backoff_max (1h)",
         ),
         (SENDER + "[sending]\nattempts = 0\n", "sending.attempts: must be at least 1, got 0"),
         (SENDER + "[sending]\nconnections = 101\n", "sending.connections: must be 1-100, got 101"),

@@ -93,3 +93,24 @@ def test_an_invalid_event_is_not_rehearsed_and_its_problems_are_listed(tmp_path:
     assert result.exit_code == 1
     assert 'mail[1] "reminder".to: unknown group "registerd"' in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_event_is_rehearsed_by_its_folder(tmp_path: Path):
+    config = make_project(tmp_path)
+    write_event(tmp_path, "forlabb", notes__txt="anteckningar")
+    out = tmp_path / "r"
+    result = CliRunner().invoke(
+        main,
+        [
+            "rehearse",
+            "-c",
+            str(config),
+            str(tmp_path / "schedules" / "forlabb"),
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(received(out / "maildir")) == 2 + 2  # invitation to all, reminder to registered

@@ -85,3 +85,26 @@ def test_status_shows_every_state_error_and_recipient(tmp_path: Path):
         table.output
     )
     assert "nobody yet" in table.output
+
+
+def test_an_event_never_valid_shows_its_error_and_no_empty_table(tmp_path: Path):
+    config = make_project(tmp_path)
+    asyncio.run(fill_invalid(load_settings(config).paths.database))
+    table = CliRunner().invoke(main, ["status", "-c", str(config)])
+    assert table.exit_code == 0, table.output
+    assert "forlabb: schedules/forlabb.toml" in table.output
+    assert 'invalid; not in force: schedules/forlabb.toml: mail[0] "invitation".to' in table.output
+    assert "nothing is planned until the file is fixed" in table.output
+    assert "┏" not in table.output and "+--" not in table.output  # no table with no rows
+
+
+async def fill_invalid(database: Path) -> None:
+    """An event whose file has been invalid since it first appeared: no version in force."""
+    store = await Store.open(database)
+    await store.save_error(
+        "forlabb",
+        source="schedules/forlabb.toml",
+        now=30,
+        error='schedules/forlabb.toml: mail[0] "invitation".to: unknown group',
+    )
+    await store.close()
