@@ -180,7 +180,8 @@ class SmtpTransport(_Section):
     password_env: Annotated[str, _check(_ENV_NAME.fullmatch, _ENV_NAME_EXPECTED)] | None = None
     timeout: Duration = timedelta(seconds=30)
     validate_certs: bool = True
-    # A private CA to trust besides the system's store (which SSL_CERT_FILE can also replace).
+    # A PEM file of the CA(s) to trust for this server INSTEAD of the system's store (as
+    # ssl.create_default_context(cafile=...) does); SSL_CERT_FILE replaces the store for all.
     ca_file: Annotated[ConfigPath, AfterValidator(_ca_file)] | None = None
     # From $password_env via load_settings, never from the file; SecretStr keeps it out of repr.
     password: SecretStr | None = Field(default=None, exclude=True)
