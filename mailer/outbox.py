@@ -171,18 +171,18 @@ def check_events(
 
 def judge_event(source: Path, *, defaults: EventDefaults, renderer: Renderer) -> Loaded:
     """One event file judged as `check` and the running service both judge it (SPEC §4,
-    §5.2): read and parsed, its attachments there, and each mail's templates found, in a
-    language the mail may go out in, and compiled. A file that fails is invalid as a whole.
+    §5.2): read and parsed, its attachments there, and each mail's template found in a
+    language the mail may go out in. A file that fails is invalid as a whole.
 
-    Cheap: a few file look-ups per mail (compiled templates are remembered by `renderer`).
-    Rendering for every recipient is `check`'s extra work; in the service a template that
-    fails then fails that delivery.
+    Cheap (a few file look-ups per mail, nothing compiled): the service judges every file it
+    reads. Compiling and rendering for every recipient is `check`'s extra work; in the
+    service a template that fails then fails that delivery.
     """
     loaded = load_event(source, defaults=defaults)
     event = loaded.event
     if event is None:
         return loaded
-    problems = [problem for mail in event.mails for problem in renderer.check_mail(event, mail)]
+    problems = [p for p in (renderer.find_template(event, mail) for mail in event.mails) if p]
     if not problems:
         return loaded
     return dataclasses.replace(loaded, event=None, error=Problems(problems))

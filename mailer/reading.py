@@ -3,13 +3,15 @@
 One interpreter runs on one core, and reading (TOML, CSV, addresses, the deliveries each
 event wants) is most of a cold start: 1,000 files of 200 recipients took 9.7 s read in the
 service, ~4.4 s read by workers while the service saves plans. `read_for_plan` is the one
-function that reads a file for planning, in a worker or in the service's own threads.
+function that reads a file for planning, in a worker or in the service's own threads, and
+`judge` the one that says whether a file is valid: as `mailer check` says (templates too).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -24,8 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import Settings
+from mailer.outbox import judge_event
 from mailer.plan import Wanted, wanted_deliveries
-from mailer.sources import Loaded, defaults_for, load_event
+from mailer.render import Renderer
+from mailer.sources import Loaded, defaults_for
 from mailer.store import Version
 
 log = logging.getLogger("mailer")
@@ -50,8 +54,21 @@ class Reading:
 def read_for_plan(source: Path, settings: Settings) -> Reading | None:
     """Read one event file for planning (in a worker process, at start); None if invalid.
     (Only a valid reading is sent back: errors do not survive pickling intact.)"""
-    loaded = load_event(source, defaults=defaults_for(settings))
+    loaded = judge(source, settings)
     return reading_of(loaded, settings) if loaded.event is not None else None
+
+
+def judge(source: Path, settings: Settings) -> Loaded:
+    """An event file as read now, judged valid or not exactly as `mailer check` judges it
+    (SPEC §5.2: a missing template is an error of the file): the service's one way in."""
+    renderer = _renderer(settings.paths.templates, settings.sender.language)
+    return judge_event(source, defaults=defaults_for(settings), renderer=renderer)
+
+
+@functools.lru_cache(maxsize=4)
+def _renderer(templates: Path, language: str) -> Renderer:
+    """One per process (a worker's too), not one per file read."""
+    return Renderer(templates, default_language=language)
 
 
 def reading_of(loaded: Loaded, settings: Settings) -> Reading:

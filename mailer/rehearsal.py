@@ -11,10 +11,10 @@ import asyncio
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from mailer.clock import CompressedClock
+from mailer.clock import ManualClock
 from mailer.config import MaildirTransport as MaildirSettings
 from mailer.config import Settings
 from mailer.engine import Engine
@@ -27,7 +27,8 @@ from mailer.transports.maildir import MaildirTransport
 
 # The compressed clock starts this long before the first mail, so it is seen to fall due.
 LEAD = timedelta(minutes=1)
-# How long a rehearsal may run past its planned length before we call it stuck.
+# How long a rehearsal may run past its planned length before we call it stuck (a mail that
+# keeps failing is retried on the played clock, which could otherwise go on for long).
 SLACK_S = 10.0
 
 
@@ -92,32 +93,34 @@ def _scratch_folder(out: Path | None, event_id: str) -> Path:
 
 
 async def _play(settings: Settings, source: Path, event: Event, *, seconds: float) -> None:
-    """Run the engine on a clock fast enough to cover the timeline in `seconds`."""
+    """Step the engine from one due time to the next on a clock that jumps there.
+
+    The clock stands still while a step sends, so each message is dated at the time it is
+    played and nothing expires because the machine was busy (a clock that ran months in a
+    second made 10 ms of load look like hours late). The pauses between steps spread the
+    play over about `seconds`, in proportion to the gaps in the real timeline.
+    """
     if not event.mails:
         return
-    start = min(m.due for m in event.mails) - LEAD
-    span_s = (max(m.due for m in event.mails) - start).total_seconds()
-    clock = CompressedClock(start, speed=max(1.0, span_s / seconds))
+    clock = ManualClock(min(m.due for m in event.mails) - LEAD)
+    span_s = (max(m.due for m in event.mails) - clock.now()).total_seconds()
+    speed = max(1.0, span_s / seconds)
     store = await Store.open(settings.paths.database)
     engine = Engine(
         settings, store=store, transport=MaildirTransport(settings.transport.path), clock=clock
     )
-    run = asyncio.create_task(engine.run(sources=[source], watch_folder=False))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds + SLACK_S
     try:
-        deadline = asyncio.get_running_loop().time() + seconds + SLACK_S
-        while not await _finished(store) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
+        await engine.catalog.sync([source])
+        while (due := await store.next_due()) is not None and loop.time() < deadline:
+            instant = max(clock.now(), datetime.fromtimestamp(due, UTC))
+            await asyncio.sleep(min((instant - clock.now()).total_seconds() / speed, seconds))
+            clock.set(instant)
+            await engine.step()
     finally:
-        engine.stop()
-        await run
+        await engine.transport.close()
         await store.close()
-
-
-async def _finished(store: Store) -> bool:
-    counts = await store.mail_counts()
-    return bool(counts) and not any(
-        c.counts["scheduled"] or c.counts["sending"] or c.counts["retrying"] for c in counts
-    )
 
 
 async def _timeline(settings: Settings, event: Event, outbox: Outbox) -> list[MailTimeline]:

@@ -186,6 +186,16 @@ class Renderer:
         text = _tidy(text) if text is not None else html_to_text(html or "")
         return Rendered(context["subject"], text, html, language)
 
+    def find_template(self, event: Event, mail: Mail) -> InputError | None:
+        """Why the mail's template is in no language it may go out in, or None if it is
+        somewhere: an error of the event file (SPEC §4), judged as `check_mail` judges it
+        first, and cheap enough for every file the service reads (nothing is compiled)."""
+        try:
+            self._place(event, mail, None)
+        except InputError as exc:
+            return exc
+        return None
+
     def check_mail(self, event: Event, mail: Mail) -> list[InputError]:
         """Compiles the mail's templates, and the layouts they use, in every language folder."""
         try:

@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from mailer.cli import main
+from mailer.config import load_settings
+from mailer.sources import defaults_for, load_event
 from tests.project import REPO, make_project, write_event
 
 
@@ -114,3 +116,26 @@ def test_a_folder_event_is_rehearsed_by_its_folder(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert len(received(out / "maildir")) == 2 + 2  # invitation to all, reminder to registered
+
+
+def test_each_message_is_dated_when_its_mail_falls_due_in_the_played_timeline(tmp_path: Path):
+    """The Date header is the played time, not the hour the rehearsal ran (issue 12, item 19),
+    and a busy machine expires nothing: the played clock waits for each step."""
+    config = make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    out = tmp_path / "r"
+    result = CliRunner().invoke(
+        main, ["rehearse", "-c", str(config), str(source), "--seconds", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    event = load_event(source, defaults=defaults_for(load_settings(config))).event
+    assert event is not None
+    box = mailbox.Maildir(
+        out / "maildir",
+        create=False,
+        factory=lambda f: message_from_binary_file(f, policy=policy.default),
+    )
+    dates = [m["Date"].datetime for m in box]
+    assert len(dates) == 2 + 2  # invitation to all, reminder to the registered
+    assert set(dates) == {m.due for m in event.mails}
+    assert "expired" not in result.output

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sqlite3
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,8 @@ import pytest
 
 from mailer.engine import Engine
 from mailer.status import status_report
-from tests.project import timed_event, write_event
+from tests.crash_loop import mailer_run
+from tests.project import REPO, make_project, smtp_transport, timed_event, write_event
 from tests.smtpd import SmtpServer
 from tests.test_service import db_rows, running, smtp_password, soon
 
@@ -175,6 +180,74 @@ async def test_a_folder_event_reloads_when_its_csv_changes(tmp_path: Path, smtp_
         await eventually(lambda: _is(counts(engine, "forlabb"), {"scheduled": 1}))
         (source.parent / "people.csv").write_text(csv + "bo@example.org;Bo\n")
         await eventually(lambda: _is(counts(engine, "forlabb"), {"scheduled": 2}))
+
+
+async def mailer_status(root: Path) -> dict[str, dict[str, Any]]:
+    """What a real `mailer status --json` prints, by event id."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "mailer", "status", "--json", "-c", str(root / "config.toml")),
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=20)
+    return {event["id"]: event for event in json.loads(out)["events"]}
+
+
+def delivery_states(root: Path, event_id: str) -> list[str]:
+    """Read-only: the test must not create the database the service is about to create."""
+    query = "SELECT state FROM deliveries WHERE event = ? ORDER BY recipient"
+    try:
+        with sqlite3.connect(f"file:{root / 'var' / 'mailer.sqlite3'}?mode=ro", uri=True) as db:
+            return [state for (state,) in db.execute(query, (event_id,))]
+    except sqlite3.OperationalError:  # not there yet, or its schema not yet made
+        return []
+
+
+async def until_states(root: Path, event_id: str, expected: list[str], timeout_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while delivery_states(root, event_id) != expected:
+        assert asyncio.get_running_loop().time() < deadline, delivery_states(root, event_id)
+        await asyncio.sleep(0.05)
+
+
+EVENTS = ("nytt", "seminarium")
+
+
+async def test_a_missing_template_is_an_error_of_the_event_file_as_check_says(
+    tmp_path: Path, smtp_server: SmtpServer
+):
+    """SPEC §4, §5.2 in a real `mailer run`: a new event naming a template that does not
+    exist plans nothing; a valid event edited to name one keeps its last valid version in
+    force (its mail goes out, with the old template); `status --json` shows both errors."""
+    make_project(tmp_path, transport=smtp_transport(smtp_server.port))
+    kept = write_event(tmp_path, "seminarium", timed_event(soon(8), people=2))
+    async with mailer_run(tmp_path, smtp_server):
+        await until_states(tmp_path, "seminarium", ["scheduled"] * 2, timeout_s=20)
+        # The watcher is up once a new file is planned (it starts after the first plan).
+        write_event(tmp_path, "watched", timed_event(LATER, people=1))
+        await until_states(tmp_path, "watched", ["scheduled"], timeout_s=10)
+
+        missing = '[[mail]]\nname = "invitation"\ntemplate = "nonexistent"'
+        write_event(
+            tmp_path,
+            "nytt",
+            timed_event(soon(1), people=1).replace('[[mail]]\nname = "invitation"', missing),
+        )
+        edit(kept, '[[mail]]\nname = "invitation"', missing)
+        deadline = asyncio.get_running_loop().time() + 10
+        while None in [(await mailer_status(tmp_path)).get(e, {}).get("error") for e in EVENTS]:
+            assert asyncio.get_running_loop().time() < deadline, await mailer_status(tmp_path)
+            await asyncio.sleep(0.2)
+        shown = await mailer_status(tmp_path)
+        assert 'no template "nonexistent"' in shown["nytt"]["error"]
+        assert 'no template "nonexistent"' in shown["seminarium"]["error"]
+        await until_states(tmp_path, "seminarium", ["sent"] * 2, timeout_s=15)
+        assert delivery_states(tmp_path, "nytt") == []
+    assert sorted(m.rcpt_tos[0] for m in smtp_server.messages) == [
+        "person00000@example.org",
+        "person00001@example.org",
+    ]
 
 
 async def _is(value: Awaitable[dict[str, int]], expected: dict[str, int]) -> bool:
