@@ -214,6 +214,7 @@ async def until_states(root: Path, event_id: str, expected: list[str], timeout_s
 EVENTS = ("nytt", "seminarium")
 
 
+@pytest.mark.timeout(60)  # a real service and real `mailer status` runs, on a busy machine
 async def test_a_missing_template_is_an_error_of_the_event_file_as_check_says(
     tmp_path: Path, smtp_server: SmtpServer
 ):
@@ -226,7 +227,7 @@ async def test_a_missing_template_is_an_error_of_the_event_file_as_check_says(
         await until_states(tmp_path, "seminarium", ["scheduled"] * 2, timeout_s=20)
         # The watcher is up once a new file is planned (it starts after the first plan).
         write_event(tmp_path, "watched", timed_event(LATER, people=1))
-        await until_states(tmp_path, "watched", ["scheduled"], timeout_s=10)
+        await until_states(tmp_path, "watched", ["scheduled"], timeout_s=15)
 
         missing = '[[mail]]\nname = "invitation"\ntemplate = "nonexistent"'
         write_event(
@@ -235,7 +236,7 @@ async def test_a_missing_template_is_an_error_of_the_event_file_as_check_says(
             timed_event(soon(1), people=1).replace('[[mail]]\nname = "invitation"', missing),
         )
         edit(kept, '[[mail]]\nname = "invitation"', missing)
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + 15
         while None in [(await mailer_status(tmp_path)).get(e, {}).get("error") for e in EVENTS]:
             assert asyncio.get_running_loop().time() < deadline, await mailer_status(tmp_path)
             await asyncio.sleep(0.2)
