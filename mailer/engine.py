@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailer.catalog import SETTLE_S, Catalog
@@ -26,7 +27,7 @@ from mailer.errors import MailerError
 from mailer.outbox import Outbox
 from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
-from mailer.store import Attempt, Claimed, Narrow, Store
+from mailer.store import Attempt, Claimed, DatabaseGone, Narrow, Store, is_damaged
 from mailer.transports.base import Outcome, Transport, Verdict
 from mailer.watcher import watch
 
@@ -38,6 +39,41 @@ CLAIM_BATCH = 100
 # A `mailer retry` or `mailer send` from another process changes the queue behind our back;
 # looking at the head of the queue this often notices it (one indexed query).
 POLL_S = 2.0
+# After a store failure (another process holding the lock, a full disk) the engine waits
+# this long before it tries again, doubled for each failure in a row up to STORE_PAUSE_MAX_S:
+# quick after a hiccup, and no busy loop (or a log line per loop) while the fault lasts.
+STORE_PAUSE_S = 1.0
+STORE_PAUSE_MAX_S = 30.0
+
+
+class StoreTrouble:
+    """Store failures in a row: the pause before the next try, and one log line per kind."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._kinds: set[str] = set()
+
+    def failed(self, exc: BaseException) -> float:
+        """Say a new kind of failure once; the pause (s) before trying again."""
+        causes = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        for cause in causes:
+            kind = getattr(cause, "sqlite_errorname", None) or type(cause).__name__
+            if kind not in self._kinds:
+                self._kinds.add(kind)
+                log.error(
+                    "sending stopped for now: %s; trying again after pauses growing to "
+                    "%.0f s (said once for each kind of failure)",
+                    cause,
+                    STORE_PAUSE_MAX_S,
+                )
+        self.failures += 1
+        return min(STORE_PAUSE_S * 2 ** (self.failures - 1), STORE_PAUSE_MAX_S)
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.warning("sending resumed: the database works again (%d failures)", self.failures)
+        self.failures = 0
+        self._kinds.clear()
 
 
 class Engine:
@@ -68,6 +104,11 @@ class Engine:
         # How each delivery of the last step ended, by id (what `mailer send` reports). Per
         # step, not for the life of the service: that would grow by one entry per delivery.
         self.outcomes: dict[int, DeliveryState] = {}
+        # Left over from a step the store failed: outcomes of messages that did go out (to be
+        # recorded, never sent again) and claims to put back in the queue.
+        self._unrecorded: dict[int, Attempt] = {}
+        self._unreleased: set[int] = set()
+        self._trouble = StoreTrouble()
 
     # -- planning -------------------------------------------------------------------------
 
@@ -99,6 +140,7 @@ class Engine:
         claimed: deque[Claimed] = deque()
         claim_lock = asyncio.Lock()
         self.outcomes = {}
+        await self._settle_leftovers()
 
         def may_go_on() -> bool:
             return not self.stopping.is_set() and not self._is_paused()
@@ -121,8 +163,10 @@ class Engine:
                     self.outcomes[delivery.id] = await self.deliver(delivery)
                 except BaseException:
                     # Stopped mid-send, or the store failed: back to the queue, to be tried
-                    # again (it may have gone out: at-least-once for what is in flight).
-                    claimed.appendleft(delivery)
+                    # again (it may have gone out: at-least-once for what is in flight);
+                    # unless it went out and only its record failed.
+                    if delivery.id not in self._unrecorded:
+                        claimed.appendleft(delivery)
                     raise
                 handled += 1
             return handled
@@ -137,8 +181,20 @@ class Engine:
                 ]
         finally:  # paused, stopping or failed with claims in hand: back to the queue
             if claimed:
-                await asyncio.shield(self.store.release([c.id for c in claimed]))
+                ids = [c.id for c in claimed]
+                self._unreleased.update(ids)
+                await asyncio.shield(self.store.release(ids))
+                self._unreleased.difference_update(ids)
         return sum(task.result() for task in tasks)
+
+    async def _settle_leftovers(self) -> None:
+        """Finish what a failed step left: record what went out, requeue what did not."""
+        if self._unrecorded:
+            await self.store.record_now(list(self._unrecorded.values()))
+            self._unrecorded.clear()
+        if self._unreleased:
+            await self.store.release(sorted(self._unreleased))
+            self._unreleased.clear()
 
     def _is_paused(self) -> bool:
         return self._paused_until is not None and self._now() < self._paused_until
@@ -184,18 +240,21 @@ class Engine:
             now=now,
             rng=self.rng,
         )
-        await self.store.record(
-            Attempt(
-                delivery=claimed.id,
-                at=now,
-                verdict=outcome.verdict.value,
-                code=outcome.code,
-                reply=outcome.reply,
-                state=step.state,
-                attempts=claimed.attempts + 1,
-                next_attempt=step.next_attempt,
-            )
+        attempt = Attempt(
+            delivery=claimed.id,
+            at=now,
+            verdict=outcome.verdict.value,
+            code=outcome.code,
+            reply=outcome.reply,
+            state=step.state,
+            attempts=claimed.attempts + 1,
+            next_attempt=step.next_attempt,
         )
+        try:
+            await self.store.record(attempt)
+        except BaseException:  # the message went out: record it later, never send it again
+            self._unrecorded[claimed.id] = attempt
+            raise
         level = logging.INFO if step.state is DeliveryState.SENT else logging.WARNING
         log.log(
             level,
@@ -236,15 +295,42 @@ class Engine:
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
-                await self._step_or_stop()
-                await self._arm()
-                await self._wait_for_wakeup()
+                await self._turn()
         finally:
             self.stopping.set()
             await asyncio.gather(watcher, return_exceptions=True)
             await self._shut_down()
 
-    async def _step_or_stop(self) -> None:
+    async def _turn(self) -> None:
+        """One step, then a wait bounded on the loop's monotonic clock: at most until the
+        next due time by our clock, and POLL_S. APScheduler arms its jobs in wall-clock time,
+        so a clock set back an hour would leave them an hour late (issue 11); this wait does
+        not care. After a store failure, a growing pause instead."""
+        try:
+            self.store.ensure_same_file()
+        except DatabaseGone as exc:  # stop, loudly: a restart would send everything again
+            log.critical("%s", exc)
+            raise
+        failure = await self._step_or_stop()
+        if self.stopping.is_set():
+            return
+        if failure is None:
+            try:
+                wait_s = await self._arm()
+            except (aiosqlite.Error, OSError) as exc:
+                failure = exc
+        if failure is not None:
+            causes = failure.exceptions if isinstance(failure, BaseExceptionGroup) else (failure,)
+            if damaged := next((c for c in causes if is_damaged(c)), None):
+                log.critical("the database %s: %s", self.settings.paths.database, damaged)
+                raise damaged
+            await self._wait(self.stopping, timeout_s=self._trouble.failed(failure))
+            return
+        self._trouble.succeeded()
+        await self._wait(self.wakeup, timeout_s=wait_s)
+        self.wakeup.clear()
+
+    async def _step_or_stop(self) -> BaseException | None:
         """Run a step; on stop, let messages in flight finish within `shutdown_grace`."""
         step = asyncio.create_task(self.step())
         stop = asyncio.create_task(self.stopping.wait())
@@ -257,20 +343,21 @@ class Engine:
                 log.warning("shutdown: sends still in flight after %.0f s abandoned", grace)
                 step.cancel()
         (result,) = await asyncio.gather(step, return_exceptions=True)
-        if isinstance(result, Exception):  # the store failed (a lock held too long, a full disk)
-            causes = result.exceptions if isinstance(result, ExceptionGroup) else (result,)
-            log.error("sending stopped for now: %s", "; ".join(str(c) for c in causes))
+        # The store failed (a lock held too long, a full disk), or the step was cancelled.
+        return result if isinstance(result, BaseException) else None
 
-    async def _arm(self) -> None:
-        """One wake-up at the earliest due time (or the end of a pause)."""
+    async def _arm(self) -> float:
+        """One wake-up at the earliest due time (or the end of a pause); the seconds until
+        then by our clock, at most POLL_S."""
         next_due = await self.store.next_due()
         if next_due is None or self._scheduler is None:
-            return
+            return POLL_S
         if self._paused_until is not None:
             next_due = max(next_due, self._paused_until)
         self._wake(
             "wake", "date", run_date=self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
         )
+        return min(max(next_due - self._now(), 0.0), POLL_S)
 
     def _wake(self, job_id: str, trigger: str, **when: Any) -> None:
         """(Re)place a job that only pokes the engine. `misfire_grace_time=None`: a late
@@ -290,13 +377,12 @@ class Engine:
     async def _poke(self) -> None:
         self.wakeup.set()
 
-    async def _wait_for_wakeup(self) -> None:
-        stop = asyncio.ensure_future(self.stopping.wait())
-        wake = asyncio.ensure_future(self.wakeup.wait())
-        await asyncio.wait((stop, wake), return_when=asyncio.FIRST_COMPLETED)
-        for task in (stop, wake):
+    async def _wait(self, event: asyncio.Event, *, timeout_s: float) -> None:
+        """Until `event` or a stop, or `timeout_s` on the loop's monotonic clock."""
+        waits = {asyncio.ensure_future(e.wait()) for e in {event, self.stopping}}
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        for task in waits:
             task.cancel()
-        self.wakeup.clear()
 
     def stop(self) -> None:
         """Stop taking new work (SIGTERM/SIGINT); `run()` finishes what is in flight."""

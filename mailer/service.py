@@ -13,14 +13,16 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
+import aiosqlite
+
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.config import SmtpTransport as SmtpSettings
 from mailer.engine import Engine
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 from mailer.plan import PENDING, DeliveryState
 from mailer.status import status_report
-from mailer.store import Narrow, Store
+from mailer.store import Narrow, Store, is_damaged
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -51,6 +53,10 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
         loop.add_signal_handler(signum, engine.stop)
     try:
         await engine.run()
+    except aiosqlite.DatabaseError as exc:
+        if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
+            raise
+        raise _database_error(settings, exc) from exc
     finally:
         await store.close()
 
@@ -120,14 +126,21 @@ async def _check_asked(
 
 
 async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
-    """`mailer status`: read-only, safe while the service runs (WAL)."""
-    if not settings.paths.database.exists():  # the service has not run yet: nothing to show
-        return {"events": []}
-    store = await Store.open(settings.paths.database)
+    """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
+    migrates the database: a missing one is said (exit 2), not shown as empty."""
+    store = await Store.open_read_only(settings.paths.database)
     try:
         return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
+    except aiosqlite.DatabaseError as exc:  # malformed: one line naming the file, not a trace
+        raise _database_error(settings, exc) from exc
     finally:
         await store.close()
+
+
+def _database_error(settings: Settings, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"the database {settings.paths.database} cannot be used: {exc}", key="paths.database"
+    )
 
 
 async def requeue_failed(

@@ -9,6 +9,7 @@ power-loss safety at ~5x the cost per commit, see MEASUREMENTS.md), so NORMAL it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -75,10 +76,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
-    # Another process (a `mailer retry`, a backup) may hold the lock for a moment.
-    "PRAGMA busy_timeout = 10000",
     "PRAGMA foreign_keys = ON",
 )
+# Another process (a `mailer retry`, a backup) may hold the lock for a moment.
+BUSY_TIMEOUT_S = 10.0
 # Deliveries (wanted and stored) from which an event is planned in a thread, off the loop.
 PLAN_IN_THREAD_FROM = 2_000
 _PENDING_SQL = "('scheduled', 'retrying')"
@@ -180,67 +181,141 @@ class Store:
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Attempt, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.path: Path | None = None
+        self._identity: tuple[int, int] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Store:
         """Open (creating it and its folder if need be) and migrate; an unusable path is a
         configuration problem, said as one line naming the key."""
-
-        def unusable(why: object) -> ConfigError:
-            return ConfigError(f"cannot open the database {path}: {why}", key="paths.database")
-
         # Checked before connecting: aiosqlite's thread outlives a failed connect and
         # complains when the loop has closed.
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise unusable(exc.strerror) from exc
+            raise _unusable(path, exc.strerror) from exc
         if path.exists() and not path.is_file():
-            raise unusable("it is not a file")
+            raise _unusable(path, "it is not a file")
+        store = await cls._connect(path, str(path), busy_timeout_s=busy_timeout_s)
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            await store._migrate()
+        except BaseException as exc:
+            await store.db.close()
+            if isinstance(exc, OSError | aiosqlite.Error):
+                raise _unusable(path, exc) from exc
+            raise
+        return store
+
+    @classmethod
+    async def open_read_only(cls, path: Path) -> Store:
+        """Open for `status`: never creates, migrates or writes (issue 19: a `status` that
+        created the schema while a starting service did killed the service)."""
+        if not path.is_file():
+            raise _not_set_up(path)
+        store = await cls._connect(path, f"{path.resolve().as_uri()}?mode=ro", read_only=True)
+        try:
+            version = await store._version()
         except (OSError, aiosqlite.Error) as exc:
-            raise unusable(exc) from exc
+            await store.db.close()
+            raise _unusable(path, exc) from exc
+        if version != len(MIGRATIONS):
+            await store.db.close()
+            if version == 0:  # empty: a service starting right now has not committed it yet
+                raise _not_set_up(path)
+            if version < len(MIGRATIONS):
+                raise _unusable(
+                    path,
+                    f"it is of an older schema ({version}; this mailer uses "
+                    f"{len(MIGRATIONS)}): `mailer run` upgrades it",
+                )
+            raise _newer(version)
+        return store
+
+    @classmethod
+    async def _connect(
+        cls,
+        path: Path,
+        target: str,
+        *,
+        busy_timeout_s: float = BUSY_TIMEOUT_S,
+        read_only: bool = False,
+    ) -> Store:
         try:
-            for pragma in PRAGMAS:
+            db = await aiosqlite.connect(target, isolation_level=None, uri=read_only)
+        except (OSError, aiosqlite.Error) as exc:
+            raise _unusable(path, exc) from exc
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            for pragma in PRAGMAS[1:] if read_only else PRAGMAS:  # journal_mode writes
                 await db.execute(pragma)
         except (OSError, aiosqlite.Error) as exc:  # not a database, a disk that is full
             await db.close()
-            raise unusable(exc) from exc
+            raise _unusable(path, exc) from exc
         store = cls(db)
-        await store._migrate()
+        store.path = path
+        store._identity = _identity(path)
         return store
+
+    def ensure_same_file(self) -> None:
+        """Raise `DatabaseGone` if the file opened is no longer at its path (deleted, or
+        replaced by another): writing on would only go to a file nobody can see, and a
+        restart would start afresh and send everything again (issue 11). One stat."""
+        if self.path is not None and _identity(self.path) != self._identity:
+            raise DatabaseGone(
+                f"the database file {self.path} was deleted or replaced while the service "
+                f"ran: sending stopped; restore it from a backup, or restart on purpose to "
+                f"start afresh (everything not in the new database is sent again)",
+                key="paths.database",
+            )
 
     async def close(self) -> None:
         if self._flusher is not None:
-            await self._flusher
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self.db.close()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, one at a time: tasks share the connection, so an
-        interleaved statement would otherwise land in another task's transaction."""
-        async with self._lock:
-            await self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-            except BaseException:
-                await self.db.execute("ROLLBACK")
-                raise
-            await self.db.execute("COMMIT")
+        interleaved statement would otherwise land in another task's transaction.
 
-    async def _migrate(self) -> None:
+        Every transaction ends, whatever is cancelled when: a task cancelled just after its
+        BEGIN ran in aiosqlite's thread (but before it resumed) used to leave the connection
+        inside a transaction, and every later BEGIN failed (issue 11). So BEGIN is inside
+        the `try`, the rollback is shielded, and a transaction left over anyway is rolled
+        back before the next BEGIN.
+        """
+        async with self._lock:
+            if self.db.in_transaction:
+                await self._rollback()
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                yield self.db
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await asyncio.shield(self._rollback())
+                raise
+
+    async def _rollback(self) -> None:
+        """Roll back if a transaction is open. Runs in aiosqlite's thread after anything
+        queued before it (a BEGIN whose waiter was cancelled), so it cannot come too soon."""
+        # None open is fine: BEGIN failed, or SQLite rolled back by itself (a full disk).
+        with contextlib.suppress(aiosqlite.Error):
+            await self.db.execute("ROLLBACK")
+
+    async def _version(self) -> int:
         async with self.db.execute("PRAGMA user_version") as cursor:
             (version,) = await cursor.fetchone() or (0,)
-        if version > len(MIGRATIONS):
-            await self.db.close()
-            raise ConfigError(
-                f"the database is from a newer mailer (schema {version}; this "
-                f"one knows up to {len(MIGRATIONS)}): upgrade mailer",
-                key="paths.database",
-            )
-        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-            async with self.transaction() as db:
+        return int(version)
+
+    async def _migrate(self) -> None:
+        """Create or migrate the schema in one transaction, the version read inside it:
+        a second process (a `mailer send` started with the service) waits, then finds it
+        done, instead of creating the tables a second time."""
+        async with self.transaction() as db:
+            version = await self._version()
+            if version > len(MIGRATIONS):
+                raise _newer(version)
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {number}")
@@ -410,10 +485,12 @@ class Store:
                 await self.record_now([attempt for attempt, _ in batch])
             except Exception as exc:  # every waiter learns that its outcome is not durable
                 for _, done in batch:
-                    done.set_exception(exc)
+                    if not done.done():  # a waiter cancelled (shutdown) wants no answer
+                        done.set_exception(exc)
             else:
                 for _, done in batch:
-                    done.set_result(None)
+                    if not done.done():
+                        done.set_result(None)
 
     async def record_now(self, attempts: Sequence[Attempt]) -> None:
         async with self.transaction() as db:
@@ -561,10 +638,49 @@ async def _apply(db: aiosqlite.Connection, plans: Sequence[Plan]) -> None:
         )
 
 
+class DatabaseGone(ConfigError):
+    """The database file opened was deleted or replaced under the running service."""
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def _unusable(path: Path, why: object) -> ConfigError:
+    return ConfigError(f"cannot open the database {path}: {why}", key="paths.database")
+
+
+def _not_set_up(path: Path) -> ConfigError:
+    return ConfigError(
+        f"no database at {path}: is the service set up? (mailer run creates it)",
+        key="paths.database",
+    )
+
+
+def _newer(version: int) -> ConfigError:
+    return ConfigError(
+        f"the database is from a newer mailer (schema {version}; this "
+        f"one knows up to {len(MIGRATIONS)}): upgrade mailer",
+        key="paths.database",
+    )
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """A database that can never work again as it is (not a database, malformed, read-only):
+    the service stops with one line rather than retrying forever."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY"))
+
+
 __all__ = [
     "PENDING",
     "Attempt",
     "Claimed",
+    "DatabaseGone",
     "DeliveryRow",
     "EventRow",
     "MailCounts",

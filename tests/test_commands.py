@@ -76,9 +76,10 @@ async def test_retry_gives_a_failed_delivery_a_fresh_set_of_attempts(tmp_path: P
         ]
 
 
-async def test_status_before_the_first_run_creates_nothing(tmp_path: Path):
+async def test_status_before_the_first_run_says_so_and_creates_nothing(tmp_path: Path):
     settings = load_settings(make_project(tmp_path))
-    assert await read_status(settings, event_id=None, mail=None) == {"events": []}
+    with pytest.raises(ConfigError, match=r"no database at .*\(mailer run creates it\)"):
+        await read_status(settings, event_id=None, mail=None)
     assert not settings.paths.database.exists()
 
 
