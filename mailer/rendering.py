@@ -4,10 +4,10 @@ Templates are the organisers' code, and the sandbox cannot bound what it costs: 
 `range(100000)` loops run for hours, `"x" * 300000000` takes 300 MB at once, a macro that
 calls itself runs out of stack. So mails are rendered in worker processes. The service waits
 for a worker without holding its event loop, and a worker that overruns RENDER_DEADLINE_S is
-killed and replaced (from the forkserver: ~20 ms); a worker's memory is capped (MEMORY_HEADROOM
-above what it needs at start) and its output is capped as it streams (render.MAX_PART_CHARS).
-Each worker is sent an event once per version (without its recipients), then only the mail and
-the recipient: a render costs one small round trip (~0.1 ms).
+killed and replaced (a fresh interpreter: ~0.3 s of CPU, only for a runaway template); a
+worker's memory is capped (MEMORY_HEADROOM above what it needs at start) and its output is
+capped as it streams (render.MAX_PART_CHARS). Each worker is sent an event once per version
+(without its recipients), then only the mail and the recipient: one small round trip.
 """
 
 from __future__ import annotations
@@ -15,10 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import multiprocessing
+import mmap
 import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import types
 import weakref
 from collections import OrderedDict
@@ -37,6 +40,10 @@ RENDER_DEADLINE_S = 5.0
 # A worker may grow this far beyond its size at start: ample for 5 MB parts (Python holds
 # non-ASCII text at up to 4 bytes a character, and a part exists about twice while joined).
 MEMORY_HEADROOM = 256 * 2**20
+# Rendering workers at most, whatever `connections` says: renders take ~0.3 ms and the
+# machines we plan for have two cores; a second one keeps mail going while one is held by
+# a runaway template. Each costs ~35 MB.
+MAX_WORKERS = 2
 # Events held by each worker (the catalog holds 16 parsed; the parent mirrors this LRU).
 EVENTS_HELD = 16
 # What a worker reports it is rendering, so an overrun names the file that overran.
@@ -45,27 +52,51 @@ _PARTS = ("", "subject", "html", "txt")
 # Recipients without extra fields share a read-only empty mapping, which pickle refuses.
 ForkingPickler.register(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
 
-_context = multiprocessing.get_context("forkserver")
-# The forkserver imports this once; each worker forked from it starts with it loaded.
-_context.set_forkserver_preload(["mailer.render"])
+# The folder holding the `mailer` package: a worker imports this very code, not another copy.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+# A fresh interpreter importing Jinja and babel takes ~0.3 s, far longer on a loaded machine;
+# that wait is not the template's and does not count against its deadline.
+STARTUP_TIMEOUT_S = 60.0
 
 
 class _Worker:
-    """One worker process, its end of the pipe, and which events it holds."""
+    """One worker process, its end of the socket, and which events it holds.
+
+    A fresh interpreter (`python -c`), not multiprocessing: its forkserver and spawn methods
+    import the service's `__main__` again in every worker (the whole CLI, or a half-edited
+    file), and forking a service that runs threads is unsafe."""
 
     def __init__(self, templates_dir: Path, default_language: str) -> None:
-        here, there = _context.Pipe()
-        self.part = _context.RawValue("b", 0)
-        self.process = _context.Process(
-            target=_serve,
-            args=(there, self.part, str(templates_dir), default_language),
-            name="mailer-render",
-            daemon=True,
+        here, there = socket.socketpair()
+        part_fd = os.memfd_create("mailer-render-part")
+        os.ftruncate(part_fd, 1)
+        self.part = mmap.mmap(part_fd, 1)  # holds its own descriptor
+        code = (
+            f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+            "from mailer.rendering import serve; serve()"
         )
-        self.process.start()
-        there.close()
-        self.conn: Connection = here
+        args = [str(there.fileno()), str(part_fd), str(templates_dir), default_language]
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code, *args], pass_fds=(there.fileno(), part_fd)
+            )
+        finally:
+            there.close()
+            os.close(part_fd)
+        self.conn = Connection(here.detach())
+        # Ended however the worker object goes: closed, killed or just dropped.
+        self._end = weakref.finalize(self, _end, self.process, self.conn)
         self.held: OrderedDict[str, Event] = OrderedDict()
+        if not self.conn.poll(STARTUP_TIMEOUT_S) or self.conn.recv() != "ready":
+            self.kill()
+            raise OSError("a rendering worker did not start")
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.process.poll()
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
 
     def request(self, event: Event, mail: Mail, recipient: Recipient) -> tuple[Any, ...]:
         """The request for one mail; the event goes along only if this worker lacks it."""
@@ -81,14 +112,7 @@ class _Worker:
 
     def kill(self) -> None:
         """Stop it now, wherever it is (an overrun, a cancelled wait, shutting down)."""
-        with contextlib.suppress(OSError, ValueError):
-            self.process.kill()
-        self.conn.close()
-
-    def close(self) -> None:
-        self.kill()
-        with contextlib.suppress(OSError, ValueError, AssertionError):
-            self.process.join(timeout=1.0)
+        self._end()
 
 
 class RenderPool:
@@ -97,14 +121,16 @@ class RenderPool:
     def __init__(self, templates_dir: Path, *, default_language: str, size: int = 1) -> None:
         self.templates_dir = Path(templates_dir)
         self.default_language = default_language
-        self.size = max(1, size)
+        self.size = max(1, min(size, MAX_WORKERS))
         self.deadline_s = RENDER_DEADLINE_S
         self._idle: list[_Worker] = []
         self._all: weakref.WeakSet[_Worker] = weakref.WeakSet()
         self._slots: asyncio.Semaphore | None = None
         self._names = Renderer(self.templates_dir, default_language=default_language)
-        # Workers end with the pool, also one nobody closed (a test's engine).
-        self._finalizer = weakref.finalize(self, _close_all, self._all)
+        # Mails whose rendering overran (or killed its worker), by (event id, mail name): the
+        # event version, its template files as they were, the error. One runaway template to
+        # 200 people must not hold the workers 200 times 5 s while everyone else's mail waits.
+        self._runaways: dict[tuple[str, str], tuple[Event, list[Any], str]] = {}
 
     def workers(self) -> list[_Worker]:
         return list(self._all)
@@ -112,6 +138,7 @@ class RenderPool:
     async def render(self, event: Event, mail: Mail, recipient: Recipient) -> Rendered:
         """Render in a worker while the event loop goes on; InputError if the template is at
         fault (also when it overran its time, output or memory)."""
+        self._refuse_runaway(event, mail, recipient)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
@@ -132,6 +159,7 @@ class RenderPool:
 
     def render_now(self, event: Event, mail: Mail, recipient: Recipient) -> Rendered:
         """The same, blocking (`check`, `preview`: there is no loop to keep going)."""
+        self._refuse_runaway(event, mail, recipient)
         for attempt in (1, 2):
             worker = self._take_idle() or self._start()
             reply = self._exchange_now(worker, event, mail, recipient)
@@ -146,7 +174,7 @@ class RenderPool:
     def close(self) -> None:
         """End every worker (the engine at shutdown, `check` when done)."""
         for worker in list(self._all):
-            worker.close()
+            worker.kill()
         self._idle.clear()
 
     async def _exchange(
@@ -191,7 +219,7 @@ class RenderPool:
     def _take_idle(self) -> _Worker | None:
         while self._idle:
             worker = self._idle.pop()
-            if worker.process.is_alive():
+            if worker.is_alive():
                 return worker
             worker.kill()
         return None
@@ -212,17 +240,56 @@ class RenderPool:
         what, key = self._part(worker, event, mail, who)
         limit = f"{self.deadline_s:g} s"
         message = f"rendering for {who.address}: {what} took longer than {limit} (the limit)"
-        return InputError(message, source=event.source, key=key)
+        return self._runaway(event, mail, who, InputError(message, source=event.source, key=key))
 
     def _died(self, worker: _Worker, event: Event, mail: Mail, who: Recipient) -> InputError:
         what, key = self._part(worker, event, mail, who)
-        code = worker.process.exitcode
+        code = worker.exitcode
         message = f"rendering for {who.address}: {what} stopped its renderer (exit code {code})"
-        return InputError(message, source=event.source, key=key)
+        return self._runaway(event, mail, who, InputError(message, source=event.source, key=key))
+
+    def _runaway(self, event: Event, mail: Mail, who: Recipient, error: InputError) -> InputError:
+        """Remember a mail whose rendering had to be stopped; the error, to raise."""
+        self._runaways[event.id, mail.name] = (
+            event,
+            self._identities(event, mail, who),
+            str(error.message),
+        )
+        return error
+
+    def _refuse_runaway(self, event: Event, mail: Mail, who: Recipient) -> None:
+        """Fail at once a mail already stopped for this version of the event and templates;
+        editing either tries again."""
+        known = self._runaways.get((event.id, mail.name))
+        if known is None:
+            return
+        if known[0] is event and known[1] == self._identities(event, mail, who):
+            message = (
+                f"not rendered for {who.address}: earlier, {known[2]}; "
+                "tried again once the template or the event file changes"
+            )
+            raise InputError(message, source=event.source, key=f"{mail.key}.template")
+        del self._runaways[event.id, mail.name]
+
+    def _identities(self, event: Event, mail: Mail, who: Recipient) -> list[Any]:
+        """The mail's template files as they are now (device, inode, modification time)."""
+        try:
+            files = self._names.template_files(event, mail, who)
+        except MailerError:
+            return []
+        found = []
+        for _, shown in files:
+            try:
+                status = os.stat(self.templates_dir.parent / shown)
+            except OSError:
+                found.append(None)
+            else:
+                found.append((status.st_dev, status.st_ino, status.st_mtime_ns))
+        return found
 
     def _part(self, worker: _Worker, event: Event, mail: Mail, who: Recipient) -> tuple[str, str]:
         """The file (or the subject) a worker was rendering, and its key."""
-        part = _PARTS[worker.part.value]
+        part = _PARTS[worker.part[0]]
         if part == "subject":
             return "the subject", f"{mail.key}.subject"
         try:
@@ -249,18 +316,26 @@ def _touch(held: OrderedDict[str, Event], event_id: str) -> None:
         held.popitem(last=False)
 
 
-def _close_all(workers: weakref.WeakSet[_Worker]) -> None:
-    for worker in list(workers):
-        worker.kill()
+def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
+    with contextlib.suppress(OSError):
+        process.kill()
+    conn.close()
+    # Reaped at once: the kernel ends a SIGKILLed process within a few milliseconds.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=1.0)
 
 
-def _serve(conn: Connection, part: Any, templates_dir: str, default_language: str) -> None:
-    """A worker: render requests until the service's end of the pipe closes."""
+def serve() -> None:
+    """A worker (`python -c`, see _Worker): render requests until the service's end closes."""
+    conn_fd, part_fd, templates_dir, default_language = sys.argv[1:5]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service to handle
     _cap_memory()
+    conn = Connection(int(conn_fd))
+    part = mmap.mmap(int(part_fd), 1)
     renderer = Renderer(Path(templates_dir), default_language=default_language)
-    renderer.on_part = lambda name: setattr(part, "value", _PARTS.index(name))
+    renderer.on_part = lambda name: part.__setitem__(0, _PARTS.index(name))
     held: OrderedDict[str, Event] = OrderedDict()
+    conn.send("ready")
     while True:
         try:
             event_id, payload, mail, recipient = conn.recv()
@@ -270,7 +345,7 @@ def _serve(conn: Connection, part: Any, templates_dir: str, default_language: st
             held[event_id] = payload
         _touch(held, event_id)
         event = held[event_id]
-        part.value = 0
+        part[0] = 0
         try:
             if isinstance(mail, int):
                 mail = event.mails[mail]
