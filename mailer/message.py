@@ -9,8 +9,8 @@ import mimetypes
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email import message_from_bytes, policy
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy, quoprimime
 from email.charset import Charset
 from email.header import Header
 from email.message import EmailMessage, MIMEPart
@@ -34,6 +34,12 @@ _UTF8 = Charset("utf-8")
 _UNFOLDABLE = re.compile(rf"\S{{{MAX_LINE - len('Subject: ')},}}")
 # Any line end a template or a text left: a lone CR or LF becomes CRLF on the wire.
 _LINE_END = re.compile(r"\r\n?|\n")
+# A word that stands in a display name as itself (RFC 5322 atext); `=?` would be decoded.
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_ENCODED_WORD = 75  # RFC 2047's longest encoded-word
+# How far around an event its .ics describes the zone's offsets: readers need the offset at
+# DTSTART and DTEND only; a year either side is slack for readers that look around them.
+_ZONE_MARGIN = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Attachment:
 
     filename: str
     data: bytes
+    charset: str | None = None  # of a text file, so a mail reader decodes it as written
 
     @property
     def mime_type(self) -> tuple[str, str]:
@@ -71,6 +78,7 @@ class Attachment:
             subtype=subtype,
             disposition="attachment",
             filename=self.filename,
+            params={"charset": self.charset} if self.charset else None,
         )
         return part.as_bytes(policy=policy.SMTP).rstrip(b"\r\n")
 
@@ -124,6 +132,8 @@ def build_message(
         f"Message-ID: {mid}",
         # Out-of-office replies to a mailing are noise; people can still answer by hand.
         "Auto-Submitted: auto-generated",
+        # Exchange ignores Auto-Submitted: no out-of-office or automatic reply from Outlook.
+        "X-Auto-Response-Suppress: OOF, AutoReply",
         "MIME-Version: 1.0",
         f"Content-Language: {rendered.language}",
     ]
@@ -179,11 +189,72 @@ def _mailbox(header: str, name: str, address: str) -> str:
             return one_line
     words = _UTF8.header_encode(name)  # one encoded-word: enough for most names
     if len(header) + 2 + len(words) > MAX_LINE:
-        words = _folded(header, name, "utf-8")
+        words = _phrase(header, name)
     one_line = f"{header}: {words} <{address}>"
-    if CRLF not in words and len(one_line) <= MAX_LINE:
+    if len(one_line.rsplit(CRLF, 1)[-1]) <= MAX_LINE:  # the address fits on the last line
         return one_line
     return f"{header}: {words}{CRLF} <{address}>"
+
+
+def _phrase(header: str, name: str) -> str:
+    """A display name too long for one encoded-word, folded after `Header: ` and split only
+    between words: plain words stay as they are, the others become encoded-words.
+
+    Where an encoded-word meets a plain word, every reader keeps the space between them. Two
+    adjacent encoded-words are read differently: RFC 2047 readers (Outlook, Thunderbird)
+    drop the space between them, Python's address parser keeps one (CPython gh-128110); so
+    a name split inside a word read as "Län smansgården" there. The space between words goes
+    inside an encoded-word, so a run of non-ASCII words too long for one reads exactly in
+    RFC 2047 readers and with a doubled space in Python's; a single word longer than an
+    encoded-word is split in it, and Python's parser shows a space there.
+    """
+    room = min(_ENCODED_WORD, MAX_LINE - len(header) - 2)
+    words = name.split(" ")
+    # An empty word is a doubled space, which only an encoded-word keeps: so are its neighbours.
+    plain = [
+        _ATOM.fullmatch(word) is not None
+        and "=?" not in word
+        and len(word) <= room
+        and "" not in words[max(i - 1, 0) : i + 2]
+        for i, word in enumerate(words)
+    ]
+    chunks: list[str] = []
+    run: list[str] = []
+    for word, is_plain in zip([*words, ""], [*plain, True], strict=True):
+        if not is_plain:
+            run.append(word)
+            continue
+        if run:
+            chunks += _encoded_words(run, room)
+            run = []
+        if word:
+            chunks.append(word)
+    lines = [f"{header}:"]
+    for chunk in chunks:
+        if len(lines[-1]) + 1 + len(chunk) > MAX_LINE:
+            lines.append("")
+        lines[-1] += f" {chunk}"
+    return CRLF.join(lines)[len(header) + 2 :]
+
+
+def _encoded_words(words: list[str], room: int) -> list[str]:
+    """`words` joined by spaces as encoded-words of at most `room` characters, each ending
+    after a space; a word too long for one is split between its characters."""
+    texts = [f"{word} " for word in words[:-1]] + [words[-1]]
+    pieces = [""]
+    for text in texts:
+        for unit in [text] if _encoded_length(text) <= room else text:
+            if _encoded_length(pieces[-1] + unit) > room:
+                pieces.append("")
+            pieces[-1] += unit
+    return [_UTF8.header_encode(piece) for piece in pieces if piece]
+
+
+def _encoded_length(text: str) -> int:
+    """Characters in the encoded-word `header_encode` writes for `text`: `=?utf-8?b?...?=`
+    or `=?utf-8?q?...?=`, whichever is shorter."""
+    octets = text.encode()
+    return 12 + min(4 * -(-len(octets) // 3), quoprimime.header_length(octets))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -201,7 +272,11 @@ def parse_message(raw: bytes) -> EmailMessage:
 
 
 def calendar_attachment(event: Event, *, domain: str, now: datetime) -> Attachment:
-    """An RFC 5545 VEVENT whose UID is stable per event, so an edit updates the calendar entry."""
+    """An RFC 5545 VEVENT whose UID is stable per event, so an edit updates the calendar entry.
+
+    Its times are local times in the event's zone, described by a VTIMEZONE in the file:
+    Outlook, Apple Calendar and vobject take the offset from there, not from a zone database.
+    """
     cal = icalendar.Calendar()
     cal.add("prodid", PRODID)
     cal.add("version", "2.0")
@@ -222,5 +297,37 @@ def calendar_attachment(event: Event, *, domain: str, now: datetime) -> Attachme
             organizer.params["cn"] = icalendar.vText(event.organiser.name)
         vevent.add("organizer", organizer)
     cal.add_component(vevent)
-    cal.add_missing_timezones()
-    return Attachment(f"{event.id}.ics", cal.to_ical())
+    for tzid in sorted(cal.get_missing_tzids(), reverse=True):  # before the event, as icalendar
+        try:
+            zone = _vtimezone(tzid, event.starts - _ZONE_MARGIN, event.ends + _ZONE_MARGIN)
+        except ValueError:  # a zone icalendar does not know: readers fall back on the TZID
+            continue
+        cal.subcomponents.insert(0, zone)
+    return Attachment(f"{event.id}.ics", cal.to_ical(), charset="utf-8")
+
+
+def _vtimezone(tzid: str, first: datetime, last: datetime) -> icalendar.Timezone:
+    """The zone's offsets from `first` to `last`, one STANDARD or DAYLIGHT per change.
+
+    icalendar lists the changes with the same offsets as the RDATEs of one component, and
+    vobject (through dateutil) reads only the first of them: 09:00 in June came out +01:00.
+    A component per change is as RFC 5545 allows, and every reader reads it the same.
+    """
+    zone = icalendar.Timezone.from_tzid(tzid, first_date=first.date(), last_date=last.date())
+    changes = []
+    for part in zone.subcomponents:
+        rdates = part.pop("RDATE", [])
+        onsets = [part.decoded("DTSTART")] + [
+            when.dt
+            for rdate in (rdates if isinstance(rdates, list) else [rdates])
+            for when in rdate.dts
+        ]
+        for onset in onsets:
+            change = part.copy()
+            change.subcomponents = []
+            del change["DTSTART"]
+            change.add("dtstart", onset)
+            changes.append((onset, change))
+    zone.subcomponents = [change for _, change in sorted(changes, key=lambda pair: pair[0])]
+    zone.pop("COMMENT", None)  # icalendar's "only works from ... to ...": true, and noise
+    return zone

@@ -52,6 +52,7 @@ OUTBOX = Outbox(
 # What build_message sets, each once; anything else in a parsed message was injected.
 OUR_HEADERS = {
     "subject", "from", "to", "reply-to", "date", "message-id", "auto-submitted",
+    "x-auto-response-suppress",
     "mime-version", "content-type", "content-transfer-encoding", "content-language",
 }  # fmt: skip
 # A problem of the whole file (syntax, encoding, size) has no key; its message says where.

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
+import vobject
 
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Organiser, Recipient
@@ -71,6 +73,47 @@ def test_one_recipient_with_swedish_names_and_subject_round_trip():
     assert (build()).isascii()  # 7-bit clean: every relay and client reads it
 
 
+def test_out_of_office_replies_are_suppressed_for_exchange_and_everyone_else():
+    msg = parse(build())
+    assert msg["Auto-Submitted"] == "auto-generated"  # RFC 3834 autoresponders
+    assert msg["X-Auto-Response-Suppress"] == "OOF, AutoReply"  # Exchange and Outlook
+
+
+LONG_NAME = "Samverkansgruppen för Länsmansgården och Västmanlands kommuner och regioner"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        LONG_NAME,
+        "Västmanlands läns landstings förvaltningsenhet för samhällsbyggnad och miljö",
+        "Samverkansgruppen for Lansmansgarden och Vastmanlands kommuner och regioner, Vasteras",
+        "Anna Ångström",
+    ],
+)
+def test_a_long_display_name_is_split_between_words_and_reads_back_exactly(name: str):
+    """Python's address parser puts a space between adjacent encoded-words (CPython
+    gh-128110), RFC 2047 readers drop it: a split inside a word reads as "Län smansgården"
+    in one of them, whichever way it is written."""
+    raw = build(Recipient("anna@example.org", name))
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    (to,) = parse(raw)["To"].addresses
+    assert (to.display_name, to.addr_spec) == (name, "anna@example.org")
+    folded = message_from_bytes(raw, policy=policy.compat32)["To"]
+    assert str(make_header(decode_header(folded))) == f"{name} <anna@example.org>"
+
+
+def test_a_long_sender_and_organiser_name_read_back_exactly():
+    organiser = Organiser(LONG_NAME, "asa@example.org")
+    event = Event(**{**EVENT.__dict__, "organiser": organiser})
+    sender = Sender("info@example.org", LONG_NAME + " i Västerås", None, "example.org")
+    raw = build_message(event, MAIL, ANNA, RENDERED, sender=sender, now=NOW)
+    msg = parse(raw)
+    assert msg["From"].addresses[0].display_name == sender.name
+    assert msg["Reply-To"].addresses[0].display_name == LONG_NAME
+
+
 def test_message_id_is_stable_per_delivery_and_differs_between_them():
     first, again = parse(build()), parse(build())
     assert (
@@ -105,6 +148,37 @@ def test_the_calendar_file_is_a_valid_event_with_a_stable_uid_and_the_right_zone
     assert str(event["LOCATION"]) == "Mälardalens universitet, Västerås"
     assert str(event["ORGANIZER"]) == "mailto:asa@example.org"
     assert ics.mime_type == ("text", "calendar")
+
+
+def test_every_calendar_reader_reads_nine_in_stockholm_in_june_as_summer_time():
+    """vobject (and Outlook, Apple Calendar) take the offset from the file's VTIMEZONE, not
+    from a zone database; vobject read only the first date of icalendar's RDATE lists."""
+    ics = calendar_attachment(EVENT, domain="example.org", now=NOW).data
+    (event,) = icalendar.Calendar.from_ical(ics).walk("VEVENT")
+    assert event["DTSTART"].dt.isoformat() == "2027-06-16T09:00:00+02:00"
+    other = vobject.readOne(ics.decode())
+    assert other.vevent.dtstart.value.isoformat() == "2027-06-16T09:00:00+02:00"
+    assert other.vevent.dtend.value.isoformat() == "2027-06-16T12:00:00+02:00"
+    assert other.vtimezone.tzid.value == "Europe/Stockholm"
+    winter = Event(
+        **{
+            **EVENT.__dict__,
+            "starts": datetime(2027, 11, 2, 9, tzinfo=STOCKHOLM),
+            "ends": datetime(2028, 7, 1, 9, tzinfo=STOCKHOLM),  # a long one: both offsets
+        }
+    )
+    other = vobject.readOne(calendar_attachment(winter, domain="e.org", now=NOW).data.decode())
+    assert other.vevent.dtstart.value.isoformat() == "2027-11-02T09:00:00+01:00"
+    assert other.vevent.dtend.value.isoformat() == "2028-07-01T09:00:00+02:00"
+
+
+def test_the_calendar_part_says_utf_8_so_a_mail_reader_decodes_swedish():
+    event = Event(**{**EVENT.__dict__, "title": "Dialogmöte"})
+    ics = calendar_attachment(event, domain="example.org", now=NOW)
+    (part,) = list(parse(build(attachments=[ics])).iter_attachments())
+    assert part.get_content_type() == "text/calendar"
+    assert part.get_content_charset() == "utf-8"
+    assert "SUMMARY:Dialogmöte\r\n" in part.get_content()
 
 
 @pytest.mark.parametrize(
