@@ -269,6 +269,8 @@ def test_status_on_a_missing_database_says_so_in_one_line(tmp_path: Path):
     line = assert_one_line(result, naming=tmp_path / "var" / "mailer.sqlite3")
     assert "no database at" in line and "mailer run creates it" in line
     assert result.stdout == ""
+    write_event(tmp_path, "forlabb")
+    assert mailer(tmp_path, "check").returncode == 0  # check reads no database either
     assert not (tmp_path / "var" / "mailer.sqlite3").exists()  # nothing created
 
 
