@@ -148,6 +148,8 @@ def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
 
 
 def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
+    for note in loaded.notes:
+        say(out, f"note {note}")
     for problem in problems:
         say(out, str(problem))
     if not problems and loaded.event:

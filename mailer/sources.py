@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mailer.config import Settings
-from mailer.errors import Collector, InputError, MailerError
+from mailer.errors import Collector, InputError, MailerError, printable
 from mailer.events import (
     Event,
     EventDefaults,
@@ -35,6 +36,12 @@ MAX_ATTACHMENT_BYTES = 10 << 20
 # Editors' and file managers' leftovers that must never be taken for an event.
 IGNORED_PREFIXES = (".", "#", "~")
 IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".bak")
+# A character of two to four bytes as UTF-8 writes it: Windows-1252 text (Excel's
+# "CSV (semikolonavgränsad)") hardly ever holds one, as its letters are followed by ASCII.
+UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+SAVE_AS_UTF8 = 'save it from Excel as "CSV UTF-8 (kommaavgränsad)"'
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,7 @@ class Loaded:
     error: MailerError | None = None
     toml: str = ""
     csv: str | None = None
+    notes: tuple[str, ...] = ()  # worth saying though nothing is wrong (a CSV read as cp1252)
 
 
 def is_ignored(path: Path) -> bool:
@@ -76,15 +84,16 @@ def as_typed(path: Path) -> Path:
 
 def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
     """Read and validate one event file; never raises for bad input, reports it in `error`."""
-    text, csv_text = "", None
+    text, csv_text, notes = "", None, ()
     try:
-        text, doc, csv_text = _read_files(source)
+        text, doc, csv_text, notes = _read_files(source)
         event = parse_event(doc, source=source, defaults=defaults, csv_text=csv_text)
         fingerprint = check_attachments(event)
     except MailerError as exc:
-        return Loaded(event_id_of(source), source, _digest(text, csv_text, ""), error=exc)
+        digest = _digest(text, csv_text, "")
+        return Loaded(event_id_of(source), source, digest, error=exc, notes=notes)
     digest = _digest(text, csv_text, fingerprint)
-    return Loaded(event.id, source, digest, event=event, toml=text, csv=csv_text)
+    return Loaded(event.id, source, digest, event=event, toml=text, csv=csv_text, notes=notes)
 
 
 def peek_digest(source: Path) -> str | None:
@@ -92,7 +101,7 @@ def peek_digest(source: Path) -> str | None:
     percent of the cost): at start, an event whose files have not changed since it was
     planned need not be parsed until one of its mails is due. None if anything is amiss."""
     try:
-        text, doc, csv_text = _read_files(source)
+        text, doc, csv_text, _ = _read_files(source)
         mails = doc.get("mail", [])
         named = [a for m in mails if isinstance(m, dict) for a in m.get("attach", [])]
         problems = Collector(source)
@@ -106,17 +115,17 @@ def peek_digest(source: Path) -> str | None:
     return None if problems.problems else _digest(text, csv_text, fingerprint)
 
 
-def _read_files(source: Path) -> tuple[str, dict[str, Any], str | None]:
-    """The event file's text and table, and its CSV's text if it names one."""
+def _read_files(source: Path) -> tuple[str, dict[str, Any], str | None, tuple[str, ...]]:
+    """The event file's text and table, its CSV's text if it names one, and notes on them."""
     text = read_text(source, root=source.parent, source=source, key=None, limit=MAX_EVENT_BYTES)
     doc = load_toml(text, source=source)
     csv_path = recipients_file_of(doc, source=source)
     if csv_path is None:
-        return text, doc, None
-    csv_text = read_text(
-        csv_path, root=source.parent, source=source, key="recipients.file", limit=MAX_CSV_BYTES
-    )
-    return text, doc, csv_text
+        return text, doc, None, ()
+    key = "recipients.file"
+    data = read_bytes(csv_path, root=source.parent, source=source, key=key, limit=MAX_CSV_BYTES)
+    csv_text, note = decode_csv(data, name=csv_path.name, source=source, key=key)
+    return text, doc, csv_text, (note,) if note else ()
 
 
 def _digest(text: str, csv_text: str | None, fingerprint: str) -> str:
@@ -162,6 +171,41 @@ def read_text(path: Path, *, root: Path, source: Path, key: str | None, limit: i
             source=source,
             key=key,
         ) from exc
+
+
+def decode_csv(data: bytes, *, name: str, source: Path, key: str) -> tuple[str, str | None]:
+    """A CSV's text, and a note when it was not UTF-8 but Windows-1252: what Excel writes
+    for "CSV (semikolonavgränsad)", the file an organiser most often has. Only a file that
+    is not UTF-8 is read so (cp1252 decodes almost any bytes), and not one that holds UTF-8
+    too (a file pasted together would be mojibake); a byte cp1252 leaves undefined (0x81,
+    0x8D, 0x8F, 0x90, 0x9D) is refused, naming its row."""
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        bad = exc.start
+    if UTF8_SEQUENCE.search(data):
+        problem = f"byte 0x{data[bad]:02x} is not UTF-8, though the rest of the file is"
+        raise InputError(
+            f"{name} {_row_of(data, bad)}: {problem}; {SAVE_AS_UTF8}", source=source, key=key
+        )
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError as exc:
+        problem = f"byte 0x{data[exc.start]:02x} is neither UTF-8 nor Windows-1252 text"
+        raise InputError(
+            f"{name} {_row_of(data, exc.start)}: {problem}; {SAVE_AS_UTF8}", source=source, key=key
+        ) from exc
+    note = (
+        f'{name} is not UTF-8; read as Windows-1252 (Excel\'s "CSV (semikolonavgränsad)"); '
+        'save it as "CSV UTF-8" to be sure'
+    )
+    return text, f"{printable(str(source))}: {key}: {note}"
+
+
+def _row_of(data: bytes, offset: int) -> str:
+    """The CSV row (line, as parse_csv counts them) that holds the byte at `offset`."""
+    line = data.count(b"\n", 0, offset) + 1
+    return f"row {line}"
 
 
 def check_inside(path: Path, *, root: Path, source: Path, key: str | None) -> None:

@@ -84,10 +84,14 @@ def test_an_oversized_csv_has_a_clear_limit(tmp_path: Path):
     )
 
 
-def test_a_csv_that_is_not_utf8_says_so(tmp_path: Path):
+def test_a_csv_that_is_not_utf8_is_read_as_windows_1252_and_says_so(tmp_path: Path):
     source = write_event(tmp_path / "seminarium")
-    (source.parent / "people.csv").write_bytes("email;name\nå@example.org;Åsa\n".encode("latin-1"))
-    assert "people.csv is not UTF-8 text" in str(load_event(source, defaults=DEFAULTS).error)
+    (source.parent / "people.csv").write_bytes(
+        "email;name;groups\nå@example.org;Åsa;registered\n".encode("latin-1")
+    )
+    loaded = load_event(source, defaults=DEFAULTS)
+    assert loaded.event is not None and loaded.event.recipients[0].name == "Åsa"
+    assert "people.csv is not UTF-8; read as Windows-1252" in loaded.notes[0]
 
 
 def test_event_files_are_found_and_editor_leftovers_ignored(tmp_path: Path):
