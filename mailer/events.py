@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from mailer import timing
+from mailer import slips, timing
 from mailer.errors import Collector, InputError
 from mailer.mails import LANGUAGE, Mail, Timeline, check_keys, inside, parse_mails
 from mailer.recipients import (
@@ -121,7 +121,12 @@ def load_toml(text: str, *, source: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", source=source) from exc
+        slip = slips.explain_toml_error(text, str(exc))
+        if slip is None:
+            raise InputError(f"not valid TOML: {exc}", source=source) from exc
+        line, key, advice = slip
+        where = f"line {line}: {key}" if key else f"line {line}"
+        raise InputError(advice, source=source, key=where) from exc
     except RecursionError as exc:  # tomllib recurses once per nested array or table: [[[[…]]]]
         message = "not valid TOML: arrays or tables nested too deeply"
         raise InputError(message, source=source) from exc
@@ -208,13 +213,11 @@ def parse_event(
             "program", "expected a list of tables ([[program]] with at = ..., title = ...)"
         )
     program = body_text(program, key="program", problems=problems)
-    data = {
-        k: body_text(v, key=key_name(k), problems=problems)
-        for k, v in doc.items()
-        if k not in EVENT_KEYS
-    }
+    data = _free_data(doc, problems=problems)
     table = doc.get("recipients", {})
-    recipients = _recipients(table, source=source, csv_text=csv_text, problems=problems)
+    recipients = _recipients(
+        table, source=source, csv_text=csv_text, mailed=slips.mailed_groups(doc), problems=problems
+    )
     organiser = _organiser(doc.get("organiser"), problems=problems)
     timeline = _timeline(doc, defaults, problems=problems)
     mails = (
@@ -284,8 +287,28 @@ def _moment(value: object, tz: ZoneInfo, *, key: str, problems: Collector) -> da
         return None
 
 
+def _free_data(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, Any]:
+    """The free top-level keys, for templates; one that is a slip for a key with a meaning
+    (`organizer`, `locaton`) is an error: passed on as free data, it silently loses the
+    Reply-To, the place or the zone."""
+    data = {}
+    for key, value in doc.items():
+        if key in EVENT_KEYS:
+            continue
+        meant = slips.meant(key, EVENT_KEYS)
+        if meant:
+            problems.add(
+                key_name(key),
+                f'unknown key; did you mean "{meant}"? '
+                "(a key of your own for the templates must not look like one with a meaning)",
+            )
+        else:
+            data[key] = body_text(value, key=key_name(key), problems=problems)
+    return data
+
+
 def _recipients(
-    table: object, *, source: Path, csv_text: str | None, problems: Collector
+    table: object, *, source: Path, csv_text: str | None, mailed: set[str], problems: Collector
 ) -> tuple[Recipient, ...]:
     if not isinstance(table, dict):
         problems.add("recipients", "expected a table with `file` and/or [[recipients.people]]")
@@ -302,10 +325,15 @@ def _recipients(
         )
         if csv_path and csv_text is not None:
             csv_problems = Collector(csv_path)
-            found += parse_csv(csv_text, problems=csv_problems, label=csv_path.name)
+            rows = parse_csv(csv_text, problems=csv_problems, label=csv_path.name)
+            label = f"{csv_path.name} "
+            slips.check_groups(rows, mailed=mailed, problems=csv_problems, label=label)
             problems.extend(csv_problems.problems)
+            found += rows
     if "people" in table:
-        found += parse_people(table["people"], problems=problems)
+        people = parse_people(table["people"], problems=problems)
+        slips.check_groups(people, mailed=mailed, problems=problems)
+        found += people
     return unique(found, problems=problems)
 
 
