@@ -241,13 +241,11 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
     report = asyncio.run(
         send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
     )
-    ended = sorted(report.ended.items())
-    say(out, ", ".join(f"{n} {state}" for state, n in ended) or "nothing to send")
-    if report.still_queued:
-        why = f" (sending paused: {report.paused_because})" if report.paused_because else ""
-        say(out, f"{report.still_queued} still queued{why}")
-    all_sent = set(report.ended) <= {DeliveryState.SENT} and not report.still_queued
-    return EXIT_OK if all_sent else EXIT_PROBLEMS
+    counted = [f"{report.states[s]} {s}" for s in DeliveryState if report.states[s]]
+    say(out, ", ".join(counted) or "nothing to send")  # each once, as `status` counts them
+    if report.paused_because:
+        say(out, f"sending paused: {report.paused_because}")
+    return EXIT_OK if report.all_sent else EXIT_PROBLEMS
 
 
 @main.command()

@@ -20,7 +20,7 @@ from mailer.config import Settings
 from mailer.config import SmtpTransport as SmtpSettings
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
-from mailer.plan import PENDING, DeliveryState
+from mailer.plan import DeliveryState
 from mailer.status import status_report
 from mailer.store import Narrow, Store, is_damaged
 from mailer.transports.base import Transport
@@ -61,13 +61,27 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
         await store.close()
 
 
+# What `mailer send` puts back in the queue: anything not sent, cancelled or in flight.
+SENDABLE = (
+    DeliveryState.SCHEDULED,
+    DeliveryState.RETRYING,
+    DeliveryState.FAILED,
+    DeliveryState.EXPIRED,
+)
+
+
 @dataclass(frozen=True)
 class SendReport:
-    """What `mailer send` did: how each delivery it tried ended, and what is still queued."""
+    """What `mailer send` did: each delivery it was asked to send, counted once, in the state
+    the database holds after its pass (so the counts add up and agree with `mailer status`:
+    when sending pauses, the ones tried are retrying and the rest still scheduled)."""
 
-    ended: Counter[DeliveryState]
-    still_queued: int
+    states: Counter[DeliveryState]
     paused_because: str | None
+
+    @property
+    def all_sent(self) -> bool:
+        return set(self.states) <= {DeliveryState.SENT}
 
 
 async def send_now(
@@ -83,26 +97,17 @@ async def send_now(
     try:
         await engine.catalog.load_all()
         await _check_asked(engine, settings, event_id, mail, recipient)
-        started = engine._now()
-        await store.requeue(
-            event_id,
-            mail,
-            recipient=recipient,
-            now=started,
-            states=(
-                DeliveryState.SCHEDULED,
-                DeliveryState.RETRYING,
-                DeliveryState.FAILED,
-                DeliveryState.EXPIRED,
-            ),
-        )
-        await engine.step(only=Narrow(event_id, mail, recipient), due_by=started)
-        queued = [
-            d
+        asked = {
+            d.recipient
             for d in await store.deliveries_of(event_id, mail)
-            if d.state in PENDING and recipient in (None, d.recipient)
-        ]
-        return SendReport(Counter(engine.outcomes.values()), len(queued), engine.paused_because)
+            if d.state in SENDABLE and recipient in (None, d.recipient)
+        }
+        started = engine._now()
+        await store.requeue(event_id, mail, recipient=recipient, now=started, states=SENDABLE)
+        await engine.step(only=Narrow(event_id, mail, recipient), due_by=started)
+        after = await store.deliveries_of(event_id, mail)
+        states = Counter(DeliveryState(d.state) for d in after if d.recipient in asked)
+        return SendReport(states, engine.paused_because)
     finally:
         await engine.transport.close()
         await store.close()

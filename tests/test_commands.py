@@ -23,7 +23,8 @@ from mailer.plan import DeliveryState as S
 from mailer.service import read_status, send_now
 from mailer.store import MIGRATIONS, Store
 from mailer.transports.maildir import MaildirTransport
-from tests.project import make_project, timed_event, write_event
+from tests.project import make_project, smtp_transport, timed_event, write_event
+from tests.smtpd import PASSWORD, SmtpServer
 from tests.test_service import soon
 
 
@@ -52,12 +53,45 @@ async def test_send_leaves_what_the_service_has_in_flight_alone(tmp_path: Path):
     report = await send_now(
         settings, "seminarium", "invitation", recipient=None, clock=SystemClock()
     )
-    assert report.ended == {S.SENT: 2} and report.still_queued == 0
+    assert report.states == {S.SENT: 2} and report.all_sent
     assert states(tmp_path) == {"sent": 2, "sending": 1}  # the service's one is still its own
     with sqlite3.connect(settings.paths.database) as db:
         assert db.execute(
             "SELECT state FROM deliveries WHERE id = ?", (claimed[0].id,)
         ).fetchone() == ("sending",)
+
+
+@pytest.mark.parametrize("connections", [2, 4])
+async def test_send_with_a_refused_certificate_counts_each_delivery_once(
+    tmp_path: Path, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, connections: int
+):
+    """Sending pauses after `connections` attempts: those are retrying, the rest still
+    scheduled, and the summary says so as `status` does (it once said "2 retrying, 10 still
+    queued" for 10 people, counting the retrying ones twice)."""
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", PASSWORD)
+    config = make_project(
+        tmp_path,
+        transport=smtp_transport(smtp_server.port),  # the system store: the test CA is unknown
+        connections=connections,
+        backoff_first="1h",
+    )
+    write_event(tmp_path, "seminarium", timed_event(soon(3600), people=10))
+    sent = await asyncio.to_thread(
+        CliRunner().invoke, main, ["send", "-c", str(config), "seminarium", "invitation"]
+    )
+    assert sent.exit_code == 1, sent.output
+    assert "sending paused: " in sent.stdout and "certificate" in sent.stdout
+    summary = [line.split("sending paused")[0] for line in sent.stdout.splitlines()]
+    printed = {s: int(n) for n, s in re.findall(r"(\d+) ([a-z]+(?: [a-z]+)?)", " ".join(summary))}
+    assert sum(printed.values()) == 10, sent.stdout
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, main, ["status", "-c", str(config), "--json"]
+    )
+    (event,) = json.loads(shown.stdout)["events"]
+    (mail,) = event["mails"]
+    assert printed == {state: n for state, n in mail["counts"].items() if n}, sent.stdout
+    assert 1 <= printed["retrying"] <= connections
+    assert smtp_server.messages == []
 
 
 async def test_retry_gives_a_failed_delivery_a_fresh_set_of_attempts(tmp_path: Path):
