@@ -1,7 +1,9 @@
 """The service: wake, send, record, shut down (what to send is the catalog's business).
 
 The database is the queue. APScheduler holds a single wake-up, at the earliest time anything
-is due, and only wakes the engine; the engine asks the store what is due by its own clock.
+is due, and only wakes the engine; the engine asks the store what is due by its own clock, and
+never waits longer than POLL_S on the loop's monotonic clock, so it also notices what another
+process queued and a wall clock set back.
 `connections` sessions take claimed deliveries, compose each message, hand it to the
 transport and wait until the outcome is committed before taking the next, so a crash can
 repeat at most the messages in flight (SPEC §5.3).
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailer.catalog import SETTLE_S, Catalog
@@ -37,7 +40,8 @@ log = logging.getLogger("mailer")
 # claims, few enough that a crash leaves little to put back in the queue.
 CLAIM_BATCH = 100
 # A `mailer retry` or `mailer send` from another process changes the queue behind our back;
-# looking at the head of the queue this often notices it (one indexed query).
+# looking at the head of the queue this often notices it (one indexed query). The engine's own
+# wait is bounded by it: no APScheduler job polls (one in flight at a stop was a traceback).
 POLL_S = 2.0
 # After a store failure (another process holding the lock, a full disk) the engine waits
 # this long before it tries again, doubled for each failure in a row up to STORE_PAUSE_MAX_S:
@@ -283,8 +287,10 @@ class Engine:
             await self.load_all()
         else:
             await self.catalog.sync(sources)
-        self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._wake("poll", "interval", seconds=POLL_S)
+        # The debug executor calls the job on the loop as the scheduler finds it due: the
+        # asyncio one runs it as a task (or in a thread) that a stop can cancel before it
+        # ran, which APScheduler logs as an error with a CancelledError traceback.
+        self._scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": DebugExecutor()})
         self._scheduler.start()
         log.info("running: %d events in force", self.catalog.in_force)
         watcher = asyncio.create_task(
@@ -298,6 +304,7 @@ class Engine:
                 await self._turn()
         finally:
             self.stopping.set()
+            self._stop_scheduler()  # first: no wake-up fires while the rest winds down
             await asyncio.gather(watcher, return_exceptions=True)
             await self._shut_down()
 
@@ -374,7 +381,8 @@ class Engine:
             **when,
         )
 
-    async def _poke(self) -> None:
+    def _poke(self) -> None:
+        """The job: a plain function, called on the loop by the debug executor."""
         self.wakeup.set()
 
     async def _wait(self, event: asyncio.Event, *, timeout_s: float) -> None:
@@ -388,9 +396,13 @@ class Engine:
         """Stop taking new work (SIGTERM/SIGINT); `run()` finishes what is in flight."""
         self.stopping.set()
 
-    async def _shut_down(self) -> None:
+    def _stop_scheduler(self) -> None:
+        """Once: APScheduler stops on the loop's next turn, and a second call would raise."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+
+    async def _shut_down(self) -> None:
         await self.transport.close()
         log.info("stopped")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import mailbox
 import multiprocessing
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -17,15 +19,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 
 from mailer import reading
-from mailer.clock import ManualClock
+from mailer.clock import ManualClock, SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.sources import find_event_files
 from mailer.store import Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import EVENT, make_project, write_event
+from tests.test_service import until
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 # The project's event starts 2027-06-16 09:00; the invitation is due 21 days before at 09:00,
@@ -263,3 +267,85 @@ async def test_a_worker_that_dies_is_replaced_by_reading_here(
     assert [r and r.version.event_id for r in readings] == [s.stem for s in sources]
     assert [r and len(r.wanted) for r in readings] == [4, 4, 4]
     assert caplog.text.count("a worker reading event files died") == 1  # said once
+
+
+async def test_a_stop_while_a_wake_up_job_is_in_flight_says_nothing_alarming(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """The stop lands between a wake-up job's submission and its run (APScheduler's timer and
+    the stop in one turn of the loop: about one stop in 40): no error, no traceback."""
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    settings = load_settings(tmp_path / "config.toml")
+    store = await Store.open(settings.paths.database)
+    transport = MaildirTransport(tmp_path / "var" / "maildir")
+    engine = Engine(settings, store=store, transport=transport, clock=SystemClock())
+    caplog.set_level(logging.DEBUG, logger="apscheduler")
+    task = asyncio.create_task(engine.run(watch_folder=False))
+    try:
+        await until(lambda: engine._scheduler is not None and engine._scheduler.running)
+        scheduler = engine._scheduler
+        assert scheduler is not None
+        await until(lambda: scheduler.get_job("wake") is not None)
+
+        def stop_now(event: JobSubmissionEvent) -> None:
+            scheduler._lookup_executor("default").shutdown(wait=False)
+            engine.stop()
+
+        scheduler.add_listener(stop_now, EVENT_JOB_SUBMITTED)
+        scheduler.modify_job("wake", next_run_time=datetime.now(UTC))
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        engine.stop()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+    alarming = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert alarming == [], [r.getMessage() for r in alarming]
+
+
+# Right after start, and mid-idle around the wake-ups APScheduler once polled with (2 s); in
+# two batches, quick ones together, so the test takes seconds, not a minute.
+STOP_AFTER_S = [0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 1.9, 1.95, 1.98, 2.0, 2.02, 2.05]
+
+
+@pytest.mark.timeout(60)
+async def test_ctrl_c_stops_the_service_cleanly_whenever_it_comes(tmp_path: Path):
+    """`mailer run` and SIGINT, 12 times at varied moments: exit 0, never a traceback."""
+    config = make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    results = []
+    for first in range(0, len(STOP_AFTER_S), 6):
+        batch = STOP_AFTER_S[first : first + 6]
+        results += await asyncio.gather(*(interrupted_run(config, after_s=s) for s in batch))
+    for after_s, (code, stderr) in zip(STOP_AFTER_S, results, strict=True):
+        assert code == 0 and "Traceback" not in stderr and "Error" not in stderr, (after_s, stderr)
+
+
+async def interrupted_run(config: Path, *, after_s: float) -> tuple[int, str]:
+    """Start `mailer run`, send SIGINT `after_s` after it says it runs; exit code and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailer",
+        "run",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    said = b""
+    try:
+        async with asyncio.timeout(20):
+            while b"running:" not in said:
+                line = await process.stderr.readline()
+                assert line, said.decode()
+                said += line
+            await asyncio.sleep(after_s)
+            process.send_signal(signal.SIGINT)
+            said += await process.stderr.read()
+            return await process.wait(), said.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
