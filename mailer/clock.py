@@ -24,22 +24,6 @@ class SystemClock:
         return instant
 
 
-class CompressedClock:
-    """Virtual time that runs `speed` times faster than real time: `mailer rehearse` plays
-    weeks of an event's timeline in seconds on the real engine."""
-
-    def __init__(self, start: datetime, *, speed: float) -> None:
-        self.start = start
-        self.speed = speed
-        self._wall_start = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self.start + (datetime.now(UTC) - self._wall_start) * self.speed
-
-    def wall_time(self, instant: datetime) -> datetime:
-        return self._wall_start + (instant - self.start) / self.speed
-
-
 class ManualClock:
     """A clock that moves only when told to: for tests that must not depend on luck."""
 
