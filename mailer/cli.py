@@ -167,6 +167,10 @@ def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
 @click.argument("mail_name")
 @click.option("--recipient", "address", help="Whose mail to render (default: one per language).")
 @click.option(
+    "--language",
+    help="Render it in this language, as the recipient (default: the mail's first) would read it.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
@@ -176,12 +180,23 @@ def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
 )
 @reports_errors
 def preview(
-    config_path: Path | None, event_id: str, mail_name: str, address: str | None, out_dir: Path
+    config_path: Path | None,
+    event_id: str,
+    mail_name: str,
+    address: str | None,
+    language: str | None,
+    out_dir: Path,
 ) -> int:
     """Render what a recipient would get, as .eml (and .html), without sending."""
     settings = settings_from(config_path)
     written = write_previews(
-        settings, event_id, mail_name, address=address, out_dir=out_dir, now=SystemClock().now()
+        settings,
+        event_id,
+        mail_name,
+        address=address,
+        out_dir=out_dir,
+        now=SystemClock().now(),
+        language=language,
     )
     for path in written:
         say(out, str(path))

@@ -78,6 +78,17 @@ def _as_date(value: object, name: str) -> dt.date:
     raise _bad_value(name, "a date or datetime", value)
 
 
+def is_date(value: object) -> bool:
+    """Whether the date filters take `value`: a date, a datetime, or ISO text of one."""
+    if isinstance(value, str):
+        try:
+            dt.datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return isinstance(value, dt.date)
+
+
 def _bad_value(name: str, expected: str, value: object) -> FilterArgumentError:
     """A filter given the wrong kind of value: a template error, reported with its line."""
     return FilterArgumentError(f"{name}: expected {expected}, got {value!r}")

@@ -182,7 +182,8 @@ def judge_event(source: Path, *, defaults: EventDefaults, renderer: Renderer) ->
     event = loaded.event
     if event is None:
         return loaded
-    problems = [p for p in (renderer.find_template(event, mail) for mail in event.mails) if p]
+    problems, notes = renderer.judge(event)
+    loaded = dataclasses.replace(loaded, notes=(*loaded.notes, *notes))
     if not problems:
         return loaded
     return dataclasses.replace(loaded, event=None, error=Problems(problems))
@@ -196,8 +197,10 @@ def write_previews(
     address: str | None,
     out_dir: Path,
     now: datetime,
+    language: str | None = None,
 ) -> list[Path]:
-    """Write what `address` (else the first recipient of each language) would get: `preview`."""
+    """Write what `address` (else the first recipient of each language) would get: `preview`.
+    With `language`, what that person (else the mail's first recipient) would get in it."""
     event = find_event(settings, event_id)
     mail = next((m for m in event.mails if m.name == mail_name), None)
     if mail is None:
@@ -205,15 +208,21 @@ def write_previews(
         raise InputError(f'no mail "{mail_name}" (known: {known})', source=event.source)
     outbox = Outbox.from_settings(settings)
     try:
-        return _write(outbox, event, mail, address=address, out_dir=out_dir, now=now)
+        chosen = _preview_recipients(event, mail, address, outbox.renderer, language)
+        return _write(outbox, event, mail, chosen, out_dir=out_dir, now=now)
     finally:
         outbox.close()
 
 
 def _write(
-    outbox: Outbox, event: Event, mail: Mail, *, address: str | None, out_dir: Path, now: datetime
+    outbox: Outbox,
+    event: Event,
+    mail: Mail,
+    recipients: list[Recipient],
+    *,
+    out_dir: Path,
+    now: datetime,
 ) -> list[Path]:
-    recipients = _preview_recipients(event, mail, address, outbox.renderer)
     folder = out_dir / event.id / mail.name
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -243,9 +252,16 @@ def find_event(settings: Settings, event_id: str) -> Event:
 
 
 def _preview_recipients(
-    event: Event, mail: Mail, address: str | None, renderer: Renderer
+    event: Event, mail: Mail, address: str | None, renderer: Renderer, language: str | None
 ) -> list[Recipient]:
     recipients = event.recipients_of(mail)
+    if language is not None:
+        # A mail to a group of Swedes, shown in English: a sample person, told to read it.
+        problem = renderer.language_error(language, source=renderer.templates_dir, key="--language")
+        if problem is not None:
+            raise problem
+        sample = _preview_recipients(event, mail, address, renderer, None)[:1]
+        return [dataclasses.replace(r, language=language) for r in sample]
     if address is not None:
         chosen = [r for r in recipients if r.key == address.lower()]
         if not chosen:

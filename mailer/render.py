@@ -26,18 +26,21 @@ import functools
 import os
 import re
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from jinja2 import (
     BaseLoader,
     Environment,
     StrictUndefined,
     Template,
     TemplateError,
+    nodes,
     select_autoescape,
 )
 from jinja2 import meta as jinja_meta
@@ -46,7 +49,7 @@ from jinja2.loaders import split_template_path
 from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 from markupsafe import Markup
 
-from mailer.dates import STYLES
+from mailer.dates import STYLES, is_date
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Recipient
 from mailer.plaintext import html_to_text
@@ -71,12 +74,37 @@ MAX_PART_CHARS = 5_000_000
 _TEMPLATE_FAULTS = (Exception,)
 
 
+# What a template may say it needs, in a comment of its own: `{# needs: attachment #}`;
+# `{# needs: attachment or event.report_url, calendar #}`: each item met one way or another.
+# Each word: what to write in the event file, and whether the mail has it.
+NEEDS: dict[str, tuple[str, Callable[[Event, Mail], bool]]] = {
+    "attachment": ('an attachment (attach = ["rapport.pdf"])', lambda _, mail: bool(mail.attach)),
+    "calendar": ("a calendar (calendar = true)", lambda _, mail: mail.calendar),
+}
+_NEEDS = re.compile(r"\s*needs\s*:(.*)", re.DOTALL)
+_EVENT_NEED = re.compile(r"event\.([A-Za-z_][A-Za-z0-9_]*)")
+# Keys with a meaning an `event.<key>` need may name (the free ones are in event.data).
+_EVENT_FIELDS = ("title", "location", "organiser", "description", "program")
+# Filters that take a date or datetime (`time` writes a text as it is).
+DATE_FILTERS = frozenset(("date", "datetime", "shortdate", "span"))
+
+
 class TooMuchOutput(TemplateError):
     """A part of the mail grew beyond MAX_PART_CHARS while it was rendered."""
 
 
 class OutsideTemplates(TemplateError):
     """A template file that is a link (or in a linked folder) leading out of templates/."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the files of one template say without being rendered: the needs they state,
+    and the free `event` keys they format as dates (key -> where, for the message)."""
+
+    needs: frozenset[tuple[str, ...]] = frozenset()  # each met by one of its words
+    unknown: tuple[str, ...] = ()  # needs nobody knows, each "file: needs: unknown …"
+    dated: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,8 @@ class Renderer:
         # Template variants already found sound, with or without a subject block: checking a
         # thousand events that share four templates parses each file once, not once an event.
         self._sound: dict[tuple[Path, str], bool] = {}
+        # Each template file's Facts and the files it uses, by name and identity (see _unchanged).
+        self._read: dict[tuple[str, object], tuple[Facts, list[str]]] = {}
 
     def language_for(self, event: Event, mail: Mail, recipient: Recipient) -> str:
         """The first language of recipient, mail, event, default that has the template."""
@@ -195,6 +225,100 @@ class Renderer:
         except InputError as exc:
             return exc
         return None
+
+    def judge(self, event: Event) -> tuple[list[InputError], list[str]]:
+        """What the templates tell of an event without rendering it, for `judge_event` (so
+        for `check` and the service alike): each language it names has templates, each
+        mail's template is found and has what it needs, and each free key a template
+        formats as a date is one. The problems, and notes worth saying."""
+        there = self.languages()
+        named = [("language", event.language)]
+        named += [(f"{m.key}.language", m.language) for m in event.mails if m.language]
+        problems = [
+            InputError(_no_templates(code, there), source=event.source, key=key)
+            for key, code in named
+            if not _served(code, there)
+        ]
+        for mail in event.mails:
+            missing = self.find_template(event, mail)
+            problems += [missing] if missing else self._unmet_needs(event, mail)
+        return problems + self._text_dates(event), _unserved(event, there)
+
+    def languages(self) -> list[str]:
+        """The languages there are templates in: the folders of templates/, and the default
+        language if templates/ itself holds (language-neutral) templates."""
+        try:
+            found = {p.name for p in self._dir.iterdir() if _LANGUAGE.fullmatch(p.name)}
+            found.update([self._default] if any(self._dir.glob("*.j2")) else [])
+        except OSError:
+            return []
+        return sorted(found)
+
+    def language_error(self, code: str, *, source: Path, key: str) -> InputError | None:
+        """Why no template can be in `code`, or None (`preview --language`)."""
+        there = self.languages()
+        return (
+            None
+            if _served(code, there)
+            else InputError(_no_templates(code, there), source=source, key=key)
+        )
+
+    def _unmet_needs(self, event: Event, mail: Mail) -> list[InputError]:
+        """A `{# needs: … #}` the template states and the mail does not meet, or misspells."""
+        facts = self._facts(mail.template)
+        key = f"{mail.key}.template"
+        problems = [InputError(u, source=event.source, key=key) for u in facts.unknown]
+        for need in sorted(facts.needs):
+            if not any(_has(event, mail, word) for word in need):
+                what = " or ".join(map(_described, need))
+                none = "none" if len(need) == 1 else "none of these"
+                message = f'the template "{mail.template}" needs {what}; this mail has {none}'
+                problems.append(InputError(message, source=event.source, key=mail.key))
+        return problems
+
+    def _text_dates(self, event: Event) -> list[InputError]:
+        """A free key some mail's template formats as a date, written as text: said once for
+        the event, in its words, before any recipient's mail fails on it."""
+        keys = dict.fromkeys(k for m in event.mails for k in self._facts(m.template).dated)
+        return [
+            InputError(
+                f"write a date, 2027-10-14, not {_written(event.data[key])}: "
+                "the templates format it as a date",
+                source=event.source,
+                key=key,
+            )
+            for key in keys
+            if key in event.data and not is_date(event.data[key])
+        ]
+
+    def _facts(self, name: str) -> Facts:
+        """What the template's files, in every language, and the layouts they use state."""
+        found: list[Facts] = []
+        for folder, language in self._variants(name):
+            env, seen = self._env(folder, language), set[str]()
+            for _, file in _files(folder, name):
+                found += self._file_facts(env, file, seen)
+        return Facts(
+            frozenset().union(*(f.needs for f in found)),
+            tuple(dict.fromkeys(u for f in found for u in f.unknown)),
+            tuple(dict.fromkeys(k for f in found for k in f.dated)),
+        )
+
+    def _file_facts(self, env: Sandbox, name: str, seen: set[str]) -> list[Facts]:
+        """One file's facts and those of the files it extends, includes or imports; each
+        file is parsed once while it stays as it is."""
+        if name in seen:
+            return []
+        seen.add(name)
+        try:
+            text, filename, _ = _loader(env).get_source(env, name)
+            cached = (filename, _identity(Path(filename)))
+            if cached not in self._read:
+                self._read[cached] = _read_facts(env, text, self._show(filename))
+        except (TemplateError, OSError, UnicodeDecodeError):
+            return []  # check_mail and the rendering say what is wrong with the file
+        facts, used = self._read[cached]
+        return [facts, *(f for ref in used for f in self._file_facts(env, ref, seen))]
 
     def check_mail(self, event: Event, mail: Mail) -> list[InputError]:
         """Compiles the mail's templates, and the layouts they use, in every language folder."""
@@ -392,6 +516,96 @@ def _chain(*languages: str | None) -> list[str]:
             if _LANGUAGE.fullmatch(candidate) and candidate not in chain:
                 chain.append(candidate)
     return chain
+
+
+def _served(code: str, there: list[str]) -> bool:
+    """Whether a language, or its base ("sv" for "sv-FI"), has templates."""
+    return bool(set(_chain(code)).intersection(there))
+
+
+def _no_templates(code: str, there: list[str]) -> str:
+    listed = ", ".join(f'"{c}" ({_english(c)})' for c in there) or "none"
+    return f'no templates in "{code}" (there are: {listed})'
+
+
+def _english(code: str) -> str:
+    """ "Swedish" for "sv": an organiser who wrote "se" (Sweden) sees which code is meant."""
+    try:
+        return Locale.parse(code.replace("-", "_")).english_name or code
+    except (ValueError, UnknownLocaleError):
+        return code
+
+
+def _unserved(event: Event, there: list[str]) -> list[str]:
+    """A note for each recipients' language that has no templates: such people get the
+    mail's or the event's language (people cannot all be served; an event can)."""
+    counts = Counter(r.language for r in event.recipients if r.language)
+    notes = []
+    for code, n in sorted(counts.items()):
+        if not _served(code, there):
+            who = "1 recipient has" if n == 1 else f"{n} recipients have"
+            listed = ", ".join(f'"{c}" ({_english(c)})' for c in there)
+            notes.append(
+                f'{event.source}: {who} language "{code}", which has no templates (there are: '
+                f"{listed}); they get the mail's or the event's language"
+            )
+    return notes
+
+
+def _read_facts(env: Environment, text: str, shown: str) -> tuple[Facts, list[str]]:
+    """The needs a file states in `{# needs: … #}` comments, the free `event` keys it gives a
+    date filter, and the templates it uses by a name written out."""
+    needs: set[tuple[str, ...]] = set()
+    unknown: list[str] = []
+    known = ", ".join([*NEEDS, "event.<key>"])
+    for _, token, value in env.lex(text):
+        found = _NEEDS.match(value) if token == "comment" else None
+        for item in filter(None, (i.strip() for i in found[1].split(","))) if found else ():
+            words = tuple(w.strip() for w in item.split(" or "))
+            bad = [w for w in words if w not in NEEDS and not _EVENT_NEED.fullmatch(w)]
+            unknown += [f'{shown}: needs: unknown "{w}" (known: {known})' for w in bad]
+            needs.update([] if bad else [words])
+    parsed = env.parse(text)
+    dated = [
+        key
+        for node in parsed.find_all(nodes.Filter)
+        if node.name in DATE_FILTERS
+        for arg in (node.node, *(node.args if node.name == "span" else ()))
+        if (key := _event_key(arg))
+    ]
+    used = [name for name in jinja_meta.find_referenced_templates(parsed) if name]
+    return Facts(frozenset(needs), tuple(unknown), tuple(dated)), used
+
+
+def _has(event: Event, mail: Mail, word: str) -> bool:
+    """Whether the mail meets one word of a need: `attachment`, `calendar`, `event.<key>`."""
+    if word in NEEDS:
+        return NEEDS[word][1](event, mail)
+    key = word.removeprefix("event.")
+    value = getattr(event, key) if key in _EVENT_FIELDS else event.data.get(key)
+    return value not in (None, "", [], ())
+
+
+def _described(word: str) -> str:
+    return NEEDS[word][0] if word in NEEDS else f"{word.removeprefix('event.')} in the event file"
+
+
+def _event_key(node: nodes.Node | None) -> str | None:
+    """`x` of `event.x` or `event["x"]`, else None."""
+    if isinstance(node, nodes.Getattr) and _is_event(node.node):
+        return node.attr
+    if isinstance(node, nodes.Getitem) and _is_event(node.node):
+        arg = node.arg
+        return arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str) else None
+    return None
+
+
+def _is_event(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "event"
+
+
+def _written(value: object) -> str:
+    return f'text ("{value}")' if isinstance(value, str) else repr(value)
 
 
 def _files(folder: Path, name: str) -> list[tuple[str, str]]:
