@@ -311,12 +311,14 @@ STOP_AFTER_S = [0.0, 0.01, 0.02, 0.05, 0.1, 0.3, 1.9, 1.95, 1.98, 2.0, 2.02, 2.0
 @pytest.mark.timeout(60)
 async def test_ctrl_c_stops_the_service_cleanly_whenever_it_comes(tmp_path: Path):
     """`mailer run` and SIGINT, 12 times at varied moments: exit 0, never a traceback."""
-    config = make_project(tmp_path)
-    write_event(tmp_path, "forlabb")
+    configs = []
+    for run in range(len(STOP_AFTER_S)):  # a project each: one service per database
+        configs.append(make_project(tmp_path / str(run)))
+        write_event(tmp_path / str(run), "forlabb")
     results = []
     for first in range(0, len(STOP_AFTER_S), 6):
-        batch = STOP_AFTER_S[first : first + 6]
-        results += await asyncio.gather(*(interrupted_run(config, after_s=s) for s in batch))
+        runs = zip(configs[first : first + 6], STOP_AFTER_S[first : first + 6], strict=True)
+        results += await asyncio.gather(*(interrupted_run(c, after_s=s) for c, s in runs))
     for after_s, (code, stderr) in zip(STOP_AFTER_S, results, strict=True):
         assert code == 0 and "Traceback" not in stderr and "Error" not in stderr, (after_s, stderr)
 
