@@ -33,8 +33,9 @@ from mailer.events import Event, EventDefaults, Recipient, load_toml, parse_even
 from mailer.message import Sender, parse_message
 from mailer.outbox import Outbox
 from mailer.recipients import parse_csv
-from mailer.render import MAX_SUBJECT_CHARS, Renderer
+from mailer.render import Renderer
 from mailer.sources import MAX_ATTACHMENT_BYTES, MAX_CSV_BYTES, load_event
+from mailer.subjects import MAX_SUBJECT_CHARS
 from tests.project import TEMPLATES, make_project, write_event
 from tests.test_engine import INVITATION_DUE, engine_at, maildir, states
 
