@@ -1,118 +1,34 @@
-"""Rendering where it can be stopped: worker processes with a deadline and a memory cap.
+"""Rendering where it can be stopped: a pool of worker processes with a deadline.
 
 Templates are the organisers' code, and the sandbox cannot bound what it costs: two nested
 `range(100000)` loops run for hours, `"x" * 300000000` takes 300 MB at once, a macro that
-calls itself runs out of stack. So mails are rendered in worker processes. The service waits
-for a worker without holding its event loop, and a worker that overruns RENDER_DEADLINE_S is
-killed and replaced (a fresh interpreter: ~0.3 s of CPU, only for a runaway template); a
-worker's memory is capped (MEMORY_HEADROOM above what it needs at start) and its output is
-capped as it streams (render.MAX_PART_CHARS). Each worker is sent an event once per version
-(without its recipients), then only the mail and the recipient: one small round trip.
+calls itself runs out of stack. So mails are rendered in worker processes (render_worker.py).
+The service waits for a worker without holding its event loop, and a worker that overruns
+RENDER_DEADLINE_S is killed and replaced (a fresh interpreter: ~0.3 s of CPU, only for a
+runaway template); a worker's memory is capped (render_worker.MEMORY_HEADROOM) and its
+output is capped as it streams (template_faults.MAX_PART_CHARS).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import mmap
 import os
-import resource
-import signal
-import socket
-import subprocess
-import sys
-import types
 import weakref
-from collections import OrderedDict
-from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
 from mailer.errors import InputError, MailerError
 from mailer.events import Event, Mail, Recipient
 from mailer.render import Rendered, Renderer
+from mailer.render_worker import PARTS, Worker
 
 # A mail's three parts render in ~1 ms; 5 s is thousands of times that, and still short
 # enough that a runaway template delays the mail behind it only a little.
 RENDER_DEADLINE_S = 5.0
-# A worker may grow this far beyond its size at start: ample for 5 MB parts (Python holds
-# non-ASCII text at up to 4 bytes a character, and a part exists about twice while joined).
-MEMORY_HEADROOM = 256 * 2**20
 # Rendering workers at most, whatever `connections` says: renders take ~0.3 ms and the
 # machines we plan for have two cores; a second one keeps mail going while one is held by
 # a runaway template. Each costs ~35 MB.
 MAX_WORKERS = 2
-# Events held by each worker (the catalog holds 16 parsed; the parent mirrors this LRU).
-EVENTS_HELD = 16
-# What a worker reports it is rendering, so an overrun names the file that overran.
-_PARTS = ("", "subject", "html", "txt")
-
-# Recipients without extra fields share a read-only empty mapping, which pickle refuses.
-ForkingPickler.register(types.MappingProxyType, lambda m: (_read_only, (dict(m),)))
-
-# The folder holding the `mailer` package: a worker imports this very code, not another copy.
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-# A fresh interpreter importing Jinja and babel takes ~0.3 s, far longer on a loaded machine;
-# that wait is not the template's and does not count against its deadline.
-STARTUP_TIMEOUT_S = 60.0
-
-
-class _Worker:
-    """One worker process, its end of the socket, and which events it holds.
-
-    A fresh interpreter (`python -c`), not multiprocessing: its forkserver and spawn methods
-    import the service's `__main__` again in every worker (the whole CLI, or a half-edited
-    file), and forking a service that runs threads is unsafe."""
-
-    def __init__(self, templates_dir: Path, default_language: str) -> None:
-        here, there = socket.socketpair()
-        part_fd = os.memfd_create("mailer-render-part")
-        os.ftruncate(part_fd, 1)
-        self.part = mmap.mmap(part_fd, 1)  # holds its own descriptor
-        code = (
-            f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-            "from mailer.rendering import serve; serve()"
-        )
-        args = [str(there.fileno()), str(part_fd), str(templates_dir), default_language]
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code, *args], pass_fds=(there.fileno(), part_fd)
-            )
-        finally:
-            there.close()
-            os.close(part_fd)
-        self.conn = Connection(here.detach())
-        # Ended however the worker object goes: closed, killed or just dropped.
-        self._end = weakref.finalize(self, _end, self.process, self.conn)
-        self.held: OrderedDict[str, Event] = OrderedDict()
-        if not self.conn.poll(STARTUP_TIMEOUT_S) or self.conn.recv() != "ready":
-            self.kill()
-            raise OSError("a rendering worker did not start")
-
-    @property
-    def exitcode(self) -> int | None:
-        return self.process.poll()
-
-    def is_alive(self) -> bool:
-        return self.process.poll() is None
-
-    def request(self, event: Event, mail: Mail, recipient: Recipient) -> tuple[Any, ...]:
-        """The request for one mail; the event goes along only if this worker lacks it."""
-        payload = None
-        if self.held.get(event.id) is not event:
-            self.held[event.id] = event
-            payload = dataclasses.replace(event, recipients=())
-        _touch(self.held, event.id)
-        # The event's own mail goes as its position (the worker holds the event); a mail
-        # made up by a caller goes whole.
-        own = next((i for i, m in enumerate(event.mails) if m is mail), None)
-        return (event.id, payload, mail if own is None else own, recipient)
-
-    def kill(self) -> None:
-        """Stop it now, wherever it is (an overrun, a cancelled wait, shutting down)."""
-        self._end()
 
 
 class RenderPool:
@@ -123,8 +39,8 @@ class RenderPool:
         self.default_language = default_language
         self.size = max(1, min(size, MAX_WORKERS))
         self.deadline_s = RENDER_DEADLINE_S
-        self._idle: list[_Worker] = []
-        self._all: weakref.WeakSet[_Worker] = weakref.WeakSet()
+        self._idle: list[Worker] = []
+        self._all: weakref.WeakSet[Worker] = weakref.WeakSet()
         self._slots: asyncio.Semaphore | None = None
         self._names = Renderer(self.templates_dir, default_language=default_language)
         # Mails whose rendering overran (or killed its worker), by (event id, mail name): the
@@ -132,7 +48,7 @@ class RenderPool:
         # 200 people must not hold the workers 200 times 5 s while everyone else's mail waits.
         self._runaways: dict[tuple[str, str], tuple[Event, list[Any], str]] = {}
 
-    def workers(self) -> list[_Worker]:
+    def workers(self) -> list[Worker]:
         return list(self._all)
 
     async def render(self, event: Event, mail: Mail, recipient: Recipient) -> Rendered:
@@ -178,7 +94,7 @@ class RenderPool:
         self._idle.clear()
 
     async def _exchange(
-        self, worker: _Worker, event: Event, mail: Mail, recipient: Recipient
+        self, worker: Worker, event: Event, mail: Mail, recipient: Recipient
     ) -> tuple[Any, ...] | None:
         """Send the request and wait, off the loop, for the reply; None if the worker died."""
         loop = asyncio.get_running_loop()
@@ -204,7 +120,7 @@ class RenderPool:
         return reply
 
     def _exchange_now(
-        self, worker: _Worker, event: Event, mail: Mail, recipient: Recipient
+        self, worker: Worker, event: Event, mail: Mail, recipient: Recipient
     ) -> tuple[Any, ...] | None:
         try:
             worker.conn.send(worker.request(event, mail, recipient))
@@ -216,7 +132,7 @@ class RenderPool:
             return None
         return reply
 
-    def _take_idle(self) -> _Worker | None:
+    def _take_idle(self) -> Worker | None:
         while self._idle:
             worker = self._idle.pop()
             if worker.is_alive():
@@ -224,8 +140,8 @@ class RenderPool:
             worker.kill()
         return None
 
-    def _start(self) -> _Worker:
-        worker = _Worker(self.templates_dir, self.default_language)
+    def _start(self) -> Worker:
+        worker = Worker(self.templates_dir, self.default_language)
         self._all.add(worker)
         return worker
 
@@ -236,13 +152,13 @@ class RenderPool:
         _, message, key = reply
         raise InputError(message, source=event.source, key=key)
 
-    def _overran(self, worker: _Worker, event: Event, mail: Mail, who: Recipient) -> InputError:
+    def _overran(self, worker: Worker, event: Event, mail: Mail, who: Recipient) -> InputError:
         what, key = self._part(worker, event, mail, who)
         limit = f"{self.deadline_s:g} s"
         message = f"rendering for {who.address}: {what} took longer than {limit} (the limit)"
         return self._runaway(event, mail, who, InputError(message, source=event.source, key=key))
 
-    def _died(self, worker: _Worker, event: Event, mail: Mail, who: Recipient) -> InputError:
+    def _died(self, worker: Worker, event: Event, mail: Mail, who: Recipient) -> InputError:
         what, key = self._part(worker, event, mail, who)
         code = worker.exitcode
         message = f"rendering for {who.address}: {what} stopped its renderer (exit code {code})"
@@ -287,9 +203,9 @@ class RenderPool:
                 found.append((status.st_dev, status.st_ino, status.st_mtime_ns))
         return found
 
-    def _part(self, worker: _Worker, event: Event, mail: Mail, who: Recipient) -> tuple[str, str]:
+    def _part(self, worker: Worker, event: Event, mail: Mail, who: Recipient) -> tuple[str, str]:
         """The file (or the subject) a worker was rendering, and its key."""
-        part = _PARTS[worker.part[0]]
+        part = PARTS[worker.part[0]]
         if part == "subject":
             return "the subject", f"{mail.key}.subject"
         try:
@@ -300,65 +216,6 @@ class RenderPool:
         return " / ".join(named) or f"template {mail.template!r}", f"{mail.key}.template"
 
 
-def _read_only(mapping: dict[str, Any]) -> types.MappingProxyType[str, Any]:
-    return types.MappingProxyType(mapping)
-
-
 def _settle(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _touch(held: OrderedDict[str, Event], event_id: str) -> None:
-    """Most recently used last; the oldest beyond EVENTS_HELD dropped (in both processes)."""
-    held.move_to_end(event_id)
-    while len(held) > EVENTS_HELD:
-        held.popitem(last=False)
-
-
-def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
-    with contextlib.suppress(OSError):
-        process.kill()
-    conn.close()
-    # Reaped at once: the kernel ends a SIGKILLed process within a few milliseconds.
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=1.0)
-
-
-def serve() -> None:
-    """A worker (`python -c`, see _Worker): render requests until the service's end closes."""
-    conn_fd, part_fd, templates_dir, default_language = sys.argv[1:5]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service to handle
-    _cap_memory()
-    conn = Connection(int(conn_fd))
-    part = mmap.mmap(int(part_fd), 1)
-    renderer = Renderer(Path(templates_dir), default_language=default_language)
-    renderer.on_part = lambda name: part.__setitem__(0, _PARTS.index(name))
-    held: OrderedDict[str, Event] = OrderedDict()
-    conn.send("ready")
-    while True:
-        try:
-            event_id, payload, mail, recipient = conn.recv()
-        except (EOFError, OSError):
-            return
-        if payload is not None:
-            held[event_id] = payload
-        _touch(held, event_id)
-        event = held[event_id]
-        part[0] = 0
-        try:
-            if isinstance(mail, int):
-                mail = event.mails[mail]
-            reply: tuple[Any, ...] = ("ok", renderer.render_mail(event, mail, recipient))
-        except MailerError as exc:
-            reply = ("error", exc.message, exc.key)
-        conn.send(reply)
-
-
-def _cap_memory() -> None:
-    """Limit the address space to what the worker has now plus MEMORY_HEADROOM: a template
-    asking for more gets a MemoryError (a template fault), not the machine's memory."""
-    with contextlib.suppress(OSError, ValueError):
-        pages = int(Path("/proc/self/statm").read_text().split()[0])
-        limit = pages * os.sysconf("SC_PAGE_SIZE") + MEMORY_HEADROOM
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
