@@ -16,7 +16,8 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
-from mailer.message import Attachment, Sender, build_message, calendar_attachment, parse_message
+from mailer.ics import calendar_attachment
+from mailer.message import Attachment, Sender, build_message, parse_message
 from mailer.render import Rendered, Renderer
 from mailer.rendering import RenderPool
 from mailer.sources import (

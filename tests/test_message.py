@@ -14,7 +14,8 @@ import vobject
 
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Organiser, Recipient
-from mailer.message import Attachment, Sender, build_message, calendar_attachment, message_id
+from mailer.ics import calendar_attachment
+from mailer.message import Attachment, Sender, build_message, message_id
 from mailer.render import Rendered
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
