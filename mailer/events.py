@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,20 +12,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer import slips, timing
-from mailer.errors import Collector, InputError
+from mailer.errors import Collector
 from mailer.mails import LANGUAGE, Mail, Timeline, check_keys, inside, parse_mails
-from mailer.recipients import (
-    CONTROL,
-    Recipient,
-    body_text,
-    check_address,
-    key_name,
-    parse_csv,
-    parse_people,
-    unique,
-)
+from mailer.recipient_table import known_groups, parse_recipients
+from mailer.recipients import CONTROL, Recipient, body_text, check_address, key_name
+from mailer.toml_text import load_toml
 
-__all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "parse_event"]
+# load_toml lives in toml_text.py; it stays importable from here, as it long was.
+__all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "load_toml", "parse_event"]
 
 EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Keys with a meaning; every other top-level key is free data for the templates.
@@ -45,7 +38,6 @@ EVENT_KEYS = frozenset(
         "mail",
     )
 )
-RECIPIENTS_KEYS = frozenset(("file", "people", "groups"))
 ORGANISER_KEYS = frozenset(("name", "email"))
 
 
@@ -115,63 +107,6 @@ def is_folder_event(source: Path) -> bool:
     return source.name == "event.toml"
 
 
-def load_toml(text: str, *, source: Path) -> dict[str, Any]:
-    """TOML text -> a table, or an InputError that points at the line."""
-    check_key_depth(text, source=source)
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        slip = slips.explain_toml_error(text, str(exc))
-        if slip is None:
-            raise InputError(f"not valid TOML: {exc}", source=source) from exc
-        line, key, advice = slip
-        where = f"line {line}: {key}" if key else f"line {line}"
-        raise InputError(advice, source=source, key=where) from exc
-    except RecursionError as exc:  # tomllib recurses once per nested array or table: [[[[…]]]]
-        message = "not valid TOML: arrays or tables nested too deeply"
-        raise InputError(message, source=source) from exc
-
-
-# tomllib's memory grows with the square of a dotted key's length: `a.a.a…a = 1` 30,000 levels
-# deep (a 60 KB line) took 3.5 GB in 11 s. Event files nest a few levels; 32 is generous.
-MAX_KEY_DEPTH = 32
-# A key is one line; once strings are masked, its segments are bare words or placeholders.
-_DEEP = re.compile(rf"[\w-]+(?:[ \t]*\.[ \t]*[\w-]+){{{MAX_KEY_DEPTH},}}")
-# Strings and comments, which may hold dots that are no key's.
-_QUOTED = re.compile(
-    r'"""(?:[^\\"]|\\[\s\S]|"(?!""))*"{3,5}'  # multi-line basic, escapes and all
-    r"|'''[\s\S]*?'{3,5}"  # multi-line literal
-    r'|"(?:[^"\\\n]|\\.)*"'  # basic
-    r"|'[^'\n]*'"  # literal
-    r"|#[^\n]*"  # comment
-)
-
-
-def check_key_depth(text: str, *, source: Path) -> None:
-    """Refuse a key nested deeper than MAX_KEY_DEPTH (dotted keys, table headers) before
-    tomllib sees it, naming its line: a scan linear in the text, ~15 ms a MB when no line
-    holds that many dots (tomllib itself takes ~350 ms a MB)."""
-    if all(line.count(".") < MAX_KEY_DEPTH for line in text.split("\n")):
-        return
-    masked = _QUOTED.sub(_placeholder, text)
-    found = _DEEP.search(masked)
-    if found is None:  # the dots were inside strings or comments
-        return
-    line = masked.count("\n", 0, found.start()) + 1
-    depth = found.group().count(".") + 1
-    raise InputError(
-        f"a key nested {depth} levels deep; at most {MAX_KEY_DEPTH} are allowed",
-        source=source,
-        key=f"line {line}",
-    )
-
-
-def _placeholder(match: re.Match[str]) -> str:
-    """A quoted key stays one key segment (`s`), a comment goes; line breaks stay for counting."""
-    token = match.group()
-    return ("" if token.startswith("#") else "s") + "\n" * token.count("\n")
-
-
 def recipients_file_of(doc: Mapping[str, Any], *, source: Path) -> Path | None:
     """The CSV an event names in `[recipients] file`, so the caller can read it first."""
     table = doc.get("recipients")
@@ -191,13 +126,7 @@ def parse_event(
 ) -> Event:
     """A parsed event table (+ the text of its CSV) -> an Event, or every problem at once."""
     problems = Collector(source)
-    if not EVENT_ID.match(event_id_of(source)):
-        problems.add(
-            None,
-            f"event id {event_id_of(source)!r} (the file or folder name) "
-            "may hold only lower-case letters a–z, digits and hyphens, "
-            "starting with a letter or digit",
-        )
+    _check_id(source, problems=problems)
     text = {
         key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")
         for key in ("title", "location", "description")
@@ -207,27 +136,24 @@ def parse_event(
     language = doc.get("language", defaults.language)
     if not isinstance(language, str) or not LANGUAGE.match(language):
         problems.add("language", f'expected a language code like "sv" or "en", got {language!r}')
-    program = doc.get("program", [])
-    if not isinstance(program, list) or not all(isinstance(p, dict) for p in program):
-        problems.add(
-            "program", "expected a list of tables ([[program]] with at = ..., title = ...)"
-        )
-    program = body_text(program, key="program", problems=problems)
+    program = _program(doc.get("program", []), problems=problems)
     data = _free_data(doc, problems=problems)
     table = doc.get("recipients", {})
-    recipients = _recipients(
-        table, source=source, csv_text=csv_text, mailed=slips.mailed_groups(doc), problems=problems
+    flat = not is_folder_event(source)
+    mailed = slips.mailed_groups(doc)
+    recipients = parse_recipients(
+        table, source=source, csv_text=csv_text, mailed=mailed, flat=flat, problems=problems
     )
     organiser = _organiser(doc.get("organiser"), problems=problems)
     timeline = _timeline(doc, defaults, problems=problems)
     mails = (
         parse_mails(
             doc.get("mail", []),
-            groups=_known_groups(table, recipients, problems=problems),
+            groups=known_groups(table, recipients, problems=problems),
             timeline=timeline,
             folder=source.parent,
             problems=problems,
-            flat=not is_folder_event(source),
+            flat=flat,
         )
         if timeline
         else []
@@ -250,6 +176,26 @@ def parse_event(
         recipients=recipients,
         mails=tuple(mails),
     )
+
+
+def _check_id(source: Path, *, problems: Collector) -> None:
+    """The event id, its file or folder name, is one a URL and a database key can hold."""
+    if not EVENT_ID.match(event_id_of(source)):
+        problems.add(
+            None,
+            f"event id {event_id_of(source)!r} (the file or folder name) "
+            "may hold only lower-case letters a–z, digits and hyphens, "
+            "starting with a letter or digit",
+        )
+
+
+def _program(program: object, *, problems: Collector) -> Any:
+    """`[[program]]`: a list of tables, their texts checked as body text."""
+    if not isinstance(program, list) or not all(isinstance(p, dict) for p in program):
+        problems.add(
+            "program", "expected a list of tables ([[program]] with at = ..., title = ...)"
+        )
+    return body_text(program, key="program", problems=problems)
 
 
 def _timeline(
@@ -305,48 +251,6 @@ def _free_data(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, Any]
         else:
             data[key] = body_text(value, key=key_name(key), problems=problems)
     return data
-
-
-def _recipients(
-    table: object, *, source: Path, csv_text: str | None, mailed: set[str], problems: Collector
-) -> tuple[Recipient, ...]:
-    if not isinstance(table, dict):
-        problems.add("recipients", "expected a table with `file` and/or [[recipients.people]]")
-        return ()
-    check_keys(table, RECIPIENTS_KEYS, prefix="recipients", problems=problems)
-    found: list[tuple[str, Recipient]] = []
-    if "file" in table:
-        csv_path = inside(
-            source.parent,
-            table["file"],
-            key="recipients.file",
-            problems=problems,
-            flat=not is_folder_event(source),
-        )
-        if csv_path and csv_text is not None:
-            csv_problems = Collector(csv_path)
-            rows = parse_csv(csv_text, problems=csv_problems, label=csv_path.name)
-            label = f"{csv_path.name} "
-            slips.check_groups(rows, mailed=mailed, problems=csv_problems, label=label)
-            problems.extend(csv_problems.problems)
-            found += rows
-    if "people" in table:
-        people = parse_people(table["people"], problems=problems)
-        slips.check_groups(people, mailed=mailed, problems=problems)
-        found += people
-    return unique(found, problems=problems)
-
-
-def _known_groups(
-    table: object, recipients: tuple[Recipient, ...], *, problems: Collector
-) -> set[str]:
-    """Groups someone is in, plus those declared in `[recipients] groups` for mails to people
-    who are not in them yet (nobody has `attended` before the event)."""
-    declared = table.get("groups", []) if isinstance(table, dict) else []
-    if not isinstance(declared, list) or not all(isinstance(g, str) for g in declared):
-        problems.add("recipients.groups", 'expected a list of group names, like ["attended"]')
-        declared = []
-    return {"all", *declared}.union(*(r.groups for r in recipients))
 
 
 def _organiser(value: object, *, problems: Collector) -> Organiser | None:

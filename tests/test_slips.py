@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.errors import InputError, Problems
-from mailer.events import EVENT_KEYS, EventDefaults, load_toml, parse_event
+from mailer.events import EVENT_KEYS, EventDefaults, parse_event
 from mailer.slips import edits, is_slip_for
 from mailer.sources import load_event
+from mailer.toml_text import load_toml
 from tests.project import TEMPLATES, make_project, write_event
 
 DEFAULTS = EventDefaults("sv", ZoneInfo("Europe/Stockholm"), timedelta(days=1))
