@@ -21,8 +21,9 @@ import pytest
 from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
-from mailer.plan import DeliveryState
-from mailer.store import Attempt, Store
+from mailer.plan import DeliveryState, Wanted, plan_event
+from mailer.store import Attempt, Store, Version
+from mailer.store.sqlite import SqliteStore
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
 from tests.project import REPO, make_project, smtp_transport, timed_event, write_event
@@ -95,7 +96,7 @@ def ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 async def test_a_transaction_cancelled_right_after_begin_leaves_the_store_usable(tmp_path: Path):
-    store = await Store.open(tmp_path / "mailer.sqlite3")
+    store = await SqliteStore.open(tmp_path / "mailer.sqlite3")
 
     async def write() -> None:
         async with store.transaction() as db:
@@ -109,13 +110,13 @@ async def test_a_transaction_cancelled_right_after_begin_leaves_the_store_usable
                 await asyncio.sleep(0)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            assert await store.reset_interrupted() == 0  # a new transaction begins
+            assert await store.renew_leases(0) == 0  # a new transaction begins
     finally:
         await store.close()
 
 
 async def test_an_outcome_whose_waiter_was_cancelled_does_not_crash_the_flush(tmp_path: Path):
-    store = await Store.open(tmp_path / "mailer.sqlite3")
+    store = await SqliteStore.open(tmp_path / "mailer.sqlite3")
     try:
         # No such delivery: the foreign key fails the batch.
         attempt = Attempt(999, 1.0, "sent", 250, "ok", DeliveryState.SENT, 1)
@@ -127,6 +128,29 @@ async def test_an_outcome_whose_waiter_was_cancelled_does_not_crash_the_flush(tm
         await store._flusher  # raised InvalidStateError before
     finally:
         await store.close()
+
+
+async def test_a_database_locked_by_another_process_is_waited_for(tmp_path: Path):
+    store = await Store.open(tmp_path / "db")
+    wanted = [Wanted("invitation", "a", 1, 1000, "<a@example.org>")]
+    plan = plan_event("e", wanted, [])
+    await store.save_valid([Version("e", "e.toml", "E", "d", "", None, "[]", plan)], now=0)
+    script = (
+        "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None);"
+        " db.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(1.0);"
+        " db.execute('COMMIT')"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path / "db")], stdout=subprocess.PIPE, text=True
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+            started = asyncio.get_running_loop().time()
+            claimed, _ = await store.claim_due(100, limit=10)  # waits (busy_timeout), proceeds
+            assert [c.recipient for c in claimed] == ["a"]
+            assert asyncio.get_running_loop().time() - started >= 0.5
+        finally:
+            await store.close()
 
 
 async def test_another_process_holding_the_lock_delays_mail_without_losing_or_doubling_any(

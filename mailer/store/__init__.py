@@ -1,0 +1,41 @@
+"""Delivery state and the versions of events in force: the only package that speaks SQL.
+
+`Store` is the contract (`contract.py`); `Store.open` gives the implementation that
+`paths.database` calls for (SQLite, `sqlite/`). Leases (SPEC §9) are in `leases.py`, the
+values the store takes and gives in `rows.py`.
+"""
+
+from mailer.plan import PENDING
+from mailer.store.contract import PLAN_IN_THREAD_FROM, Store
+from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
+from mailer.store.rows import (
+    Attempt,
+    Claimed,
+    DatabaseGone,
+    DeliveryRow,
+    EventRow,
+    MailCounts,
+    Narrow,
+    Version,
+)
+from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
+
+__all__ = [
+    "HEARTBEAT_S",
+    "LEASE_S",
+    "MIGRATIONS",
+    "PENDING",
+    "PLAN_IN_THREAD_FROM",
+    "Attempt",
+    "Claimed",
+    "DatabaseGone",
+    "DeliveryRow",
+    "EventRow",
+    "MailCounts",
+    "Narrow",
+    "Node",
+    "SqliteStore",
+    "Store",
+    "Version",
+    "is_damaged",
+]

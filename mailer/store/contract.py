@@ -1,0 +1,161 @@
+"""The store's contract: every operation the engine, catalog, commands and status need.
+
+One implementation today (`mailer.store.sqlite`); the next (PostgreSQL, SPEC §9) is another
+class with these methods, chosen by `Store.open` from `paths.database`, and tested by the
+same suite (tests/test_store_contract.py). The store stores and answers; it does not plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from mailer.plan import DeliveryState, Plan, Stored, Wanted, plan_event
+from mailer.store.leases import Node
+from mailer.store.rows import (
+    Attempt,
+    Claimed,
+    DeliveryRow,
+    EventRow,
+    MailCounts,
+    Narrow,
+    Version,
+)
+
+# Deliveries (wanted and stored) from which an event is planned in a thread, off the loop.
+PLAN_IN_THREAD_FROM = 2_000
+
+
+class Store(Protocol):
+    """Delivery state and the versions of events in force, shared by every process."""
+
+    node: Node  # who this store's claims are leased to
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout_s: float = 10.0) -> Store:
+        """Open the database `paths.database` names, creating and migrating it; an unusable
+        one is a `ConfigError` naming the key."""
+        from mailer.store.sqlite import SqliteStore  # the implementations import this module
+
+        return await SqliteStore.open(path, busy_timeout_s=busy_timeout_s)
+
+    @classmethod
+    async def open_read_only(cls, path: Path) -> Store:
+        """Open for `mailer status`: never creates, migrates or writes."""
+        from mailer.store.sqlite import SqliteStore
+
+        return await SqliteStore.open_read_only(path)
+
+    def ensure_same_file(self) -> None:
+        """Raise `DatabaseGone` if the database opened is no longer the one configured."""
+        ...
+
+    async def close(self) -> None:
+        """After every outcome handed to `record` is committed (or has failed)."""
+        ...
+
+    # -- the versions in force ------------------------------------------------------------
+
+    async def events(self) -> dict[str, EventRow]:
+        """Every event known, without the texts of its last valid version."""
+        ...
+
+    async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
+        """The TOML and CSV text of an event's last valid version, if it had one."""
+        ...
+
+    async def stored_deliveries(self, event_id: str) -> list[Stored]:
+        """Every delivery of an event, in any state: what planning compares a version with."""
+        ...
+
+    async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
+        """Keep events' newest valid versions and apply their plans, all in one transaction.
+        The plan's changes leave a delivery being sent (or ended) as it is."""
+        ...
+
+    async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
+        """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
+        ...
+
+    async def remove_event(self, event_id: str, *, now: float) -> int:
+        """The file is gone: cancel what has not gone out (how many), keep the history."""
+        ...
+
+    async def plan(
+        self, event_id: str, wanted: Sequence[Wanted], *, stored_before: bool = True
+    ) -> Plan:
+        """What it takes to make the stored deliveries match `wanted` (read, not applied).
+
+        Transitional, not the store's job: planning moves to the catalog (issue 13, item 2),
+        which then calls `stored_deliveries` and `plan_event` itself. `stored_before=False`:
+        an event without a row in `events` has no deliveries either."""
+        stored = await self.stored_deliveries(event_id) if stored_before else []
+        # A big event is planned in a thread (200,000 rows held the loop, and due mail, for
+        # seconds); a small one here, where a hop to a thread would cost more than planning.
+        if len(stored) + len(wanted) >= PLAN_IN_THREAD_FROM:
+            return await asyncio.to_thread(plan_event, event_id, wanted, stored)
+        return plan_event(event_id, wanted, stored)
+
+    # -- the queue ------------------------------------------------------------------------
+
+    async def next_due(self) -> float | None:
+        """When the earliest delivery waiting in the queue is due (unix seconds)."""
+        ...
+
+    async def claim_due(
+        self, now: float, *, limit: int, only: Narrow | None = None
+    ) -> tuple[list[Claimed], int]:
+        """Lease up to `limit` due deliveries to this node (`leases.LEASE_S` from `now`),
+        earliest due first, never one to two nodes; take back deliveries whose lease ran out
+        (never this node's own); expire those past their expiry. Returns the claimed ones
+        and how many expired. `only`: one mail, or one recipient of it (`mailer send`)."""
+        ...
+
+    async def renew_leases(self, now: float) -> int:
+        """This node lives: every lease it holds now runs to `now + LEASE_S`. How many."""
+        ...
+
+    async def take_back_abandoned(self, now: float) -> int:
+        """At start: what stopped nodes held (lease run out, or known dead) back to the
+        queue; how many. A live node's leases stay its own."""
+        ...
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Claimed but not sent: back to the queue as they were, if still leased to us."""
+        ...
+
+    async def record(self, attempt: Attempt) -> None:
+        """Record an outcome durably: returns only once it is committed (group commit)."""
+        ...
+
+    async def record_now(self, attempts: Sequence[Attempt]) -> None:
+        """Record outcomes in one transaction, now (what a failed step left over)."""
+        ...
+
+    async def set_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str) -> None:
+        """End deliveries without an attempt (cancelled: the event no longer wants them)."""
+        ...
+
+    async def requeue(
+        self,
+        event_id: str,
+        mail: str | None,
+        *,
+        states: Iterable[DeliveryState],
+        now: float,
+        recipient: str | None = None,
+    ) -> int:
+        """Back in the queue now, as new (`mailer retry`, `mailer send`); how many."""
+        ...
+
+    # -- reports --------------------------------------------------------------------------
+
+    async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
+        """Counts per state for each mail (of one event, or all), in due order."""
+        ...
+
+    async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
+        """Each delivery of one mail, by recipient."""
+        ...

@@ -1,0 +1,99 @@
+"""The values the store takes and gives: claims, attempts, versions in force, report rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailer.errors import ConfigError
+from mailer.plan import DeliveryState, Plan
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for sending: state `sending`, leased to the node that claimed it,
+    until its outcome is recorded."""
+
+    id: int
+    event: str
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    attempts: int
+    message_id: str
+    first_attempt: float | None = None
+
+
+@dataclass(frozen=True)
+class Narrow:
+    """One mail of one event, or one recipient of it: what `mailer send` asks for."""
+
+    event: str
+    mail: str
+    recipient: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt's outcome and the state it leads to, written in one transaction."""
+
+    delivery: int
+    at: float
+    verdict: str
+    code: int | None
+    reply: str
+    state: DeliveryState
+    attempts: int
+    next_attempt: float | None = None
+
+
+@dataclass(frozen=True)
+class Version:
+    """An event's valid version as kept in force (its texts, so that it can be parsed again
+    while the file is invalid, across restarts too) and the plan that brings it in."""
+
+    event_id: str
+    source: str
+    title: str
+    digest: str
+    toml: str
+    csv: str | None
+    mails: str  # JSON: name, due, expires, to
+    plan: Plan | None = None  # None: the stored deliveries already match
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: str
+    source: str
+    title: str
+    digest: str | None  # of the last valid version; None if there never was one
+    error: str | None
+    removed: bool
+    mails: str = "[]"
+
+
+@dataclass(frozen=True)
+class MailCounts:
+    """One mail of one event as `mailer status` shows it."""
+
+    event: str
+    mail: str
+    due: float
+    expires: float
+    counts: dict[str, int]
+    problem: str | None = None  # a reply of a retrying or failed delivery: what went wrong
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    recipient: str
+    state: str
+    attempts: int
+    last_reply: str | None
+    sent_at: float | None
+    due: float
+
+
+class DatabaseGone(ConfigError):
+    """The database file opened was deleted or replaced under the running service."""

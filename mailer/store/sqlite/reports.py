@@ -1,0 +1,54 @@
+"""What `mailer status` reads from SQLite: counts per mail, and each delivery of one."""
+
+from __future__ import annotations
+
+from mailer.plan import DeliveryState
+from mailer.store.rows import DeliveryRow, MailCounts
+from mailer.store.sqlite.connection import Connection
+
+
+class Reports(Connection):
+    """Read-only answers for people: safe on a read-only connection, while the service runs."""
+
+    async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
+        """Counts per state for each mail (of one event, or all), in due order."""
+        where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
+        rows = await self._rows(
+            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) "
+            f"FROM deliveries {where} GROUP BY event, mail, state",
+            params,
+        )
+        # The newest attempt of a delivery that is retrying or failed (SQLite takes the bare
+        # column from the row with the MAX).
+        problems = await self._rows(
+            f"SELECT d.event, d.mail, a.reply, MAX(a.at) FROM attempts a "
+            f"JOIN deliveries d ON d.id = a.delivery "
+            f"WHERE d.state IN ('retrying', 'failed'){' AND d.event = ?' if event_id else ''} "
+            f"GROUP BY d.event, d.mail",
+            params,
+        )
+        latest = {(event, mail): reply for event, mail, reply, _ in problems}
+        found: dict[tuple[str, str], MailCounts] = {}
+        for event, mail, due, expires, state, count in rows:
+            item = found.setdefault(
+                (event, mail),
+                MailCounts(
+                    event,
+                    mail,
+                    due,
+                    expires,
+                    dict.fromkeys(DeliveryState, 0),
+                    problem=latest.get((event, mail)),
+                ),
+            )
+            item.counts[DeliveryState(state)] = count
+        return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
+
+    async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
+        """Each delivery of one mail, by recipient."""
+        rows = await self._rows(
+            "SELECT recipient, state, attempts, last_reply, sent_at, due FROM deliveries "
+            "WHERE event = ? AND mail = ? ORDER BY recipient",
+            (event_id, mail),
+        )
+        return [DeliveryRow(*row) for row in rows]

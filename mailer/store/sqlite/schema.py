@@ -1,0 +1,107 @@
+"""The SQLite schema, its migrations (`PRAGMA user_version`) and its pragmas, in one place.
+
+WAL mode lets `status`, `check` and `preview` read while the service writes; in WAL mode
+a committed transaction survives `kill -9` whatever `synchronous` says (FULL adds only
+power-loss safety at ~5x the cost per commit, see MEASUREMENTS.md), so NORMAL it is.
+"""
+
+from __future__ import annotations
+
+import aiosqlite
+
+from mailer.errors import ConfigError
+
+# Each entry migrates the schema from version N to N+1; `PRAGMA user_version` says where we are.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE events (
+            id TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            digest TEXT,             -- content hash of the last valid version
+            toml TEXT,               -- the last valid version itself, kept in force while
+            csv TEXT,                -- the file on disk is invalid, across restarts too
+            error TEXT,              -- why the file on disk is invalid now, or NULL
+            removed INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL
+        )""",
+        """CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            mail TEXT NOT NULL,
+            recipient TEXT NOT NULL,  -- the lower-cased address
+            due REAL NOT NULL,        -- unix seconds
+            expires REAL NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            last_reply TEXT,
+            sent_at REAL,
+            message_id TEXT NOT NULL,
+            UNIQUE (event, mail, recipient)
+        )""",
+        """CREATE INDEX deliveries_queue ON deliveries (next_attempt)
+            WHERE state IN ('scheduled', 'retrying')""",
+        """CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            delivery INTEGER NOT NULL REFERENCES deliveries (id),
+            at REAL NOT NULL,
+            verdict TEXT NOT NULL,
+            code INTEGER,
+            reply TEXT NOT NULL
+        )""",
+        "CREATE INDEX attempts_delivery ON attempts (delivery)",
+    ),
+    (
+        # The mails of the version in force (JSON: name, due, expires, to), so status shows
+        # a mail nobody gets yet, such as the follow-up lab before anyone has attended.
+        "ALTER TABLE events ADD COLUMN mails TEXT NOT NULL DEFAULT '[]'",
+    ),
+    (
+        # give_up_after counts from the first attempt: a late registrant's delivery, due
+        # days ago, must not fail on its first 451.
+        "ALTER TABLE deliveries ADD COLUMN first_attempt REAL",
+    ),
+    (
+        # SPEC §9, leases: which node holds a delivery being sent, and until when (meaningful
+        # only while it is `sending`). A row an older mailer left `sending` gets a lease that
+        # ran out long ago, so it goes back to the queue as a reset put it back before.
+        "ALTER TABLE deliveries ADD COLUMN leased_by TEXT",
+        "ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+        "CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending'",
+    ),
+)
+PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+)
+# Pragmas that write (journal_mode): left out on a read-only connection.
+WRITING_PRAGMAS = 1
+
+
+async def version_of(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cursor:
+        (version,) = await cursor.fetchone() or (0,)
+    return int(version)
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Bring the schema up to date inside the caller's transaction, the version read inside
+    it: a second process (a `mailer send` started with the service) waits, then finds it
+    done, instead of creating the tables a second time."""
+    version = await version_of(db)
+    if version > len(MIGRATIONS):
+        raise newer_schema(version)
+    for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+        for statement in statements:
+            await db.execute(statement)
+        await db.execute(f"PRAGMA user_version = {number}")
+
+
+def newer_schema(version: int) -> ConfigError:
+    return ConfigError(
+        f"the database is from a newer mailer (schema {version}; this "
+        f"one knows up to {len(MIGRATIONS)}): upgrade mailer",
+        key="paths.database",
+    )

@@ -1,0 +1,341 @@
+"""The store contract (mailer/store/contract.py), written once and run against every
+implementation: the versions in force, the plan applied, the queue under leases, group
+commit, reports and migrations. A new store is one more entry in BACKENDS (huey's
+tests/test_storage.py); this is the only place store behaviour is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from mailer.plan import DeliveryState as S
+from mailer.plan import Wanted, plan_event
+from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, Version
+from mailer.store.sqlite import MIGRATIONS, SqliteStore
+
+
+class SqliteBackend:
+    """A fresh SQLite file under tmp_path; every `open` is another connection, another node."""
+
+    schema_versions = len(MIGRATIONS)
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "mailer.sqlite3"
+
+    async def open(self, *, node: Node | None = None) -> Store:
+        return await SqliteStore.open(self.path, node=node)
+
+    def build_at(self, version: int) -> None:
+        """A database as the mailer of schema `version` left it: one event, a sent delivery
+        and one caught `sending` by a crash."""
+        with sqlite3.connect(self.path) as db:
+            for statements in MIGRATIONS[:version]:
+                for statement in statements:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute(
+                "INSERT INTO events (id, source, title, updated_at) "
+                "VALUES ('e', 'e.toml', 'Förlabb', 0)"
+            )
+            db.executemany(
+                "INSERT INTO deliveries (event, mail, recipient, due, expires, state, attempts, "
+                "next_attempt, message_id) VALUES ('e', 'm', ?, 1, 9e9, ?, ?, 1, ?)",
+                [("a", "sent", 1, "<a>"), ("b", "sending", 1, "<b>")],
+            )
+
+    def schema_version(self) -> int:
+        with sqlite3.connect(self.path) as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+BACKENDS: dict[str, Callable[[Path], SqliteBackend]] = {"sqlite": SqliteBackend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteBackend:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+async def store(backend: SqliteBackend) -> AsyncIterator[Store]:
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def other(backend: SqliteBackend, store: Store) -> AsyncIterator[Store]:
+    """A second node on the same database (another process, in life)."""
+    opened = await backend.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def want(recipient: str, due: float = 10.0, *, expires: float = 1000.0, mail: str = "m") -> Wanted:
+    return Wanted(mail, recipient, due, expires, f"<{mail}.{recipient}@example.org>")
+
+
+async def bring_in(store: Store, *wanted: Wanted, event: str = "e", now: float = 0) -> None:
+    """Plan `wanted` against what is stored and keep it as the version in force."""
+    plan = plan_event(event, wanted, await store.stored_deliveries(event))
+    digest = f"digest{len(wanted)}"
+    version = Version(event, f"schedules/{event}.toml", "E", digest, "t", None, "[]", plan)
+    await store.save_valid([version], now=now)
+
+
+async def states_of(store: Store, event: str = "e", mail: str = "m") -> dict[str, str]:
+    return {d.recipient: d.state for d in await store.deliveries_of(event, mail)}
+
+
+def sent(delivery: int, *, at: float = 20.0) -> Attempt:
+    return Attempt(delivery, at, "sent", 250, "250 ok", S.SENT, 1)
+
+
+# -- the plan applied: insert, retime, cancel, revive ---------------------------------------
+
+
+async def test_a_plan_inserts_retimes_cancels_and_revives(store: Store):
+    await bring_in(store, want("a", 10), want("b", 20))
+    assert await states_of(store) == {"a": "scheduled", "b": "scheduled"}
+    assert await store.next_due() == 10
+    await bring_in(store, want("a", 15))  # a moved, b no longer wanted
+    assert await states_of(store) == {"a": "scheduled", "b": "cancelled"}
+    assert await store.next_due() == 15
+    await bring_in(store, want("a", 15), want("b", 30))  # b put back
+    assert await states_of(store) == {"a": "scheduled", "b": "scheduled"}
+    assert [d.due for d in await store.deliveries_of("e", "m")] == [15, 30]
+
+
+async def test_a_plan_leaves_a_delivery_being_sent_as_it_is(store: Store):
+    await bring_in(store, want("a", 10))
+    (claimed,), _ = await store.claim_due(10, limit=5)
+    await bring_in(store)  # the event no longer wants it, while it is on its way
+    assert await states_of(store) == {"a": "sending"}
+    await store.record(sent(claimed.id))
+    assert await states_of(store) == {"a": "sent"}
+
+
+async def test_stored_deliveries_are_every_delivery_of_the_event(store: Store):
+    await bring_in(store, want("a", 10), want("b", 20))
+    await bring_in(store, want("c"), event="other")
+    stored = await store.stored_deliveries("e")
+    assert sorted((s.recipient, s.due, s.state) for s in stored) == [
+        ("a", 10, S.SCHEDULED),
+        ("b", 20, S.SCHEDULED),
+    ]
+
+
+# -- the queue: claims, expiry, requeue ------------------------------------------------------
+
+
+async def test_claims_take_what_is_due_earliest_first_once_and_expire_what_is_past(store: Store):
+    late = want("late", 50, expires=60)
+    await bring_in(store, late, want("b", 20), want("a", 10), want("z", 500))
+    claimed, expired = await store.claim_due(100, limit=10)
+    assert [c.recipient for c in claimed] == ["a", "b"]
+    assert expired == 1
+    assert await store.claim_due(100, limit=10) == ([], 0)  # claimed once only
+    assert await store.next_due() == 500
+    assert (await states_of(store))["late"] == "expired"
+
+
+async def test_a_claim_takes_at_most_its_limit_and_only_what_it_is_narrowed_to(store: Store):
+    await bring_in(store, want("r0", 1, mail="other"), *(want(f"r{i}", 10 + i) for i in range(5)))
+    first, _ = await store.claim_due(100, limit=2)
+    assert [(c.mail, c.recipient) for c in first] == [("other", "r0"), ("m", "r0")]
+    narrowed, _ = await store.claim_due(100, limit=10, only=Narrow("e", "m", "r3"))
+    assert [c.recipient for c in narrowed] == ["r3"]
+    rest, _ = await store.claim_due(100, limit=10, only=Narrow("e", "m"))
+    assert [c.recipient for c in rest] == ["r1", "r2", "r4"]
+
+
+async def test_an_outcome_sets_the_state_and_a_retry_comes_back_when_due(store: Store):
+    await bring_in(store, want("a", 10), want("b", 10))
+    a, b = (await store.claim_due(10, limit=5))[0]
+    await store.record(Attempt(a.id, 11, "retry", 451, "451 later", S.RETRYING, 1, 70))
+    await store.record(Attempt(b.id, 11, "fail", 550, "550 no", S.FAILED, 1))
+    assert await states_of(store) == {"a": "retrying", "b": "failed"}
+    assert await store.next_due() == 70
+    (again,), _ = await store.claim_due(70, limit=5)
+    assert (again.recipient, again.attempts, again.first_attempt) == ("a", 1, 11)
+
+
+async def test_requeue_puts_deliveries_back_as_new_and_set_state_ends_them(store: Store):
+    await bring_in(store, want("a", 10, expires=100), want("b", 10))
+    a, b = (await store.claim_due(10, limit=5))[0]
+    await store.record(Attempt(a.id, 11, "fail", 550, "550 no", S.FAILED, 1))
+    await store.set_state([b.id], S.CANCELLED, reply="no longer in the event")
+    assert await store.requeue("e", "m", states=[S.FAILED], now=5000) == 1
+    (row, cancelled) = await store.deliveries_of("e", "m")
+    assert (row.state, row.attempts) == ("scheduled", 0)
+    assert (cancelled.state, cancelled.last_reply) == ("cancelled", "no longer in the event")
+    (again,), expired = await store.claim_due(5000, limit=5)  # its expiry got an hour
+    assert (again.recipient, again.expires, expired) == ("a", 8600, 0)
+
+
+# -- leases (SPEC §9) ------------------------------------------------------------------------
+
+
+async def test_a_live_nodes_leases_are_left_alone(store: Store, other: Store):
+    await bring_in(store, want("a", 10), want("b", 10))
+    claimed, _ = await store.claim_due(10, limit=5)
+    assert len(claimed) == 2
+    # Another node starting, and claiming, while the lease runs: nothing of ours.
+    assert await other.take_back_abandoned(10 + LEASE_S - 1) == 0
+    assert await other.claim_due(10 + LEASE_S - 1, limit=5) == ([], 0)
+    assert set((await states_of(store)).values()) == {"sending"}
+
+
+async def test_an_expired_lease_goes_to_the_next_claim_of_another_node(store: Store, other: Store):
+    await bring_in(store, want("a", 10))
+    (mine,), _ = await store.claim_due(10, limit=5)  # and then this node stops renewing
+    assert await store.claim_due(10 + LEASE_S, limit=5) == ([], 0)  # never our own again
+    (theirs,), _ = await other.claim_due(10 + LEASE_S, limit=5)
+    assert (theirs.id, theirs.recipient) == (mine.id, "a")
+    await store.release([mine.id])  # what we release is no longer ours: left as it is
+    assert await other.claim_due(10 + LEASE_S, limit=5) == ([], 0)
+    assert await states_of(store) == {"a": "sending"}
+
+
+async def test_renewed_leases_hold_and_lapse_a_lease_after_the_last_renewal(
+    store: Store, other: Store
+):
+    await bring_in(store, want("a", 10), want("b", 10))
+    await store.claim_due(10, limit=5)
+    assert await store.renew_leases(10 + LEASE_S - 1) == 2
+    assert await other.claim_due(10 + LEASE_S + 1, limit=5) == ([], 0)  # renewed: held
+    taken, _ = await other.claim_due(10 + 2 * LEASE_S - 1, limit=5)
+    assert sorted(c.recipient for c in taken) == ["a", "b"]
+    assert await store.renew_leases(10 + 2 * LEASE_S) == 0  # none of them is ours now
+
+
+async def test_a_start_takes_back_at_once_what_a_stopped_process_of_this_host_held(
+    backend: SqliteBackend, store: Store
+):
+    ended = await asyncio.create_subprocess_exec("true")
+    await ended.wait()
+    dead = Node(Node.here().host, ended.pid, "dead")
+    elsewhere = Node("another-host.example.org", ended.pid, "alive")
+    await bring_in(store, want("a", 10), want("b", 10), want("c", 10))
+    for node, limit in ((dead, 1), (elsewhere, 1)):
+        gone = await backend.open(node=node)
+        await gone.claim_due(10, limit=limit)
+        await gone.close()
+    assert await store.take_back_abandoned(11) == 1  # the dead one's, not the other host's
+    assert sorted((await states_of(store)).values()) == ["scheduled", "scheduled", "sending"]
+    assert await store.take_back_abandoned(10 + LEASE_S) == 1  # the other host's ran out
+    assert set((await states_of(store)).values()) == {"scheduled"}
+
+
+async def test_released_claims_go_back_as_they_were(store: Store):
+    await bring_in(store, want("a", 10), want("b", 10))
+    a, b = (await store.claim_due(10, limit=5))[0]
+    await store.record(Attempt(a.id, 11, "retry", 451, "451", S.RETRYING, 1, 10))
+    await store.release([b.id])
+    a, b = sorted((await store.claim_due(11, limit=5))[0], key=lambda c: c.recipient)
+    await store.release([a.id, b.id])
+    assert await states_of(store) == {"a": "retrying", "b": "scheduled"}
+
+
+# -- group commit ----------------------------------------------------------------------------
+
+
+async def test_outcomes_arriving_together_are_committed_before_record_returns(
+    store: Store, other: Store
+):
+    await bring_in(store, *(want(f"r{i:02}", 1) for i in range(20)))
+    claimed, _ = await store.claim_due(100, limit=20)
+    await asyncio.gather(*(store.record(sent(c.id)) for c in claimed))
+    # Read by another connection, the first still open: committed, not merely cached.
+    (counts,) = await other.mail_counts()
+    assert counts.counts[S.SENT] == 20
+
+
+async def test_a_failed_batch_is_said_to_every_outcome_in_it(store: Store):
+    await bring_in(store, want("a", 1))
+    (claimed,), _ = await store.claim_due(100, limit=1)
+    results = await asyncio.gather(
+        store.record(sent(claimed.id)),
+        store.record(sent(999_999)),  # no such delivery: the batch it lands in fails
+        return_exceptions=True,
+    )
+    assert results[1] is not None and isinstance(results[1], Exception)
+
+
+# -- the versions in force -------------------------------------------------------------------
+
+
+async def test_an_invalid_file_keeps_the_last_valid_version_and_a_removed_one_cancels(
+    store: Store,
+):
+    await bring_in(store, want("a", 10), want("b", 10))
+    (a, _b), _ = await store.claim_due(10, limit=5)
+    await store.record(sent(a.id))
+    await store.save_error("e", source="schedules/e.toml", error="bad", now=5)
+    row = (await store.events())["e"]
+    assert (row.error, row.digest, row.removed) == ("bad", "digest2", False)
+    assert await store.last_valid("e") == ("t", None)
+    await store.save_error("new", source="schedules/new.toml", error="bad", now=5)
+    assert await store.last_valid("new") is None  # never valid
+    assert (await store.events())["new"].digest is None
+    await store.release([_b.id])
+    assert await store.remove_event("e", now=6) == 1
+    row = (await store.events())["e"]
+    assert (row.removed, row.error) == (True, None)
+    assert await states_of(store) == {"a": "sent", "b": "cancelled"}
+    await bring_in(store, want("a", 10), want("b", 10))  # the file is back
+    assert (await store.events())["e"].removed is False
+    assert await states_of(store) == {"a": "sent", "b": "scheduled"}
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+async def test_mail_counts_and_deliveries_of_report_every_state(store: Store):
+    await bring_in(store, want("a", 10), want("b", 10), want("c", 10), want("d", 20, mail="n"))
+    a, b, _c = (await store.claim_due(10, limit=3))[0]
+    await store.record(sent(a.id))
+    await store.record(Attempt(b.id, 12, "retry", 451, "451 try later", S.RETRYING, 1, 99))
+    m, n = await store.mail_counts()
+    assert (m.mail, m.due, n.mail, n.due) == ("m", 10, "n", 20)  # in due order
+    assert {k: v for k, v in m.counts.items() if v} == {S.SENT: 1, S.RETRYING: 1, S.SENDING: 1}
+    assert m.problem == "451 try later" and n.problem is None
+    assert await store.mail_counts("other") == []
+    rows = await store.deliveries_of("e", "m")
+    assert [(r.recipient, r.state, r.attempts) for r in rows] == [
+        ("a", "sent", 1),
+        ("b", "retrying", 1),
+        ("c", "sending", 0),
+    ]
+    assert rows[0].sent_at == 20 and rows[1].last_reply == "451 try later"
+
+
+# -- migrations ------------------------------------------------------------------------------
+
+
+async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: SqliteBackend):
+    for version in range(1, backend.schema_versions):
+        backend.path.unlink(missing_ok=True)
+        backend.build_at(version)
+        store = await backend.open()
+        try:
+            assert backend.schema_version() == backend.schema_versions
+            assert (await store.events())["e"].title == "Förlabb"
+            # Caught sending by the older mailer: back in the queue, as a reset did then.
+            assert await store.take_back_abandoned(2) == 1, version
+            assert await states_of(store) == {"a": "sent", "b": "retrying"}
+            (claimed,), _ = await store.claim_due(2, limit=5)
+            assert await store.renew_leases(3) == 1  # leases work on the migrated rows
+            await store.record(sent(claimed.id))
+            assert await states_of(store) == {"a": "sent", "b": "sent"}
+        finally:
+            await store.close()
