@@ -127,37 +127,18 @@ def parse_event(
     """A parsed event table (+ the text of its CSV) -> an Event, or every problem at once."""
     problems = Collector(source)
     _check_id(source, problems=problems)
-    text = {
-        key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")
-        for key in ("title", "location", "description")
-    }
-    if not text["title"]:
-        problems.add("title", "required: the event's name, used in subjects and calendars")
-    language = doc.get("language", defaults.language)
-    if not isinstance(language, str) or not LANGUAGE.match(language):
-        problems.add("language", f'expected a language code like "sv" or "en", got {language!r}')
+    text = _texts(doc, problems=problems)
+    language = _language(doc, defaults, problems=problems)
     program = _program(doc.get("program", []), problems=problems)
     data = _free_data(doc, problems=problems)
     table = doc.get("recipients", {})
-    flat = not is_folder_event(source)
-    mailed = slips.mailed_groups(doc)
+    flat, mailed = not is_folder_event(source), slips.mailed_groups(doc)
     recipients = parse_recipients(
         table, source=source, csv_text=csv_text, mailed=mailed, flat=flat, problems=problems
     )
     organiser = _organiser(doc.get("organiser"), problems=problems)
     timeline = _timeline(doc, defaults, problems=problems)
-    mails = (
-        parse_mails(
-            doc.get("mail", []),
-            groups=known_groups(table, recipients, problems=problems),
-            timeline=timeline,
-            folder=source.parent,
-            problems=problems,
-            flat=flat,
-        )
-        if timeline
-        else []
-    )
+    mails = _mails(doc, table, recipients, timeline, source=source, problems=problems)
     problems.raise_if_any()
     assert timeline is not None
     return Event(
@@ -167,7 +148,7 @@ def parse_event(
         starts=timeline.starts,
         ends=timeline.ends,
         timezone=timeline.tz,
-        language=str(language),
+        language=language,
         location=text["location"] or None,
         organiser=organiser,
         description=text["description"] or None,
@@ -187,6 +168,47 @@ def _check_id(source: Path, *, problems: Collector) -> None:
             "may hold only lower-case letters a–z, digits and hyphens, "
             "starting with a letter or digit",
         )
+
+
+def _texts(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, str]:
+    """`title` (required), `location` (one line each) and `description` (free text)."""
+    text = {
+        key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")
+        for key in ("title", "location", "description")
+    }
+    if not text["title"]:
+        problems.add("title", "required: the event's name, used in subjects and calendars")
+    return text
+
+
+def _language(doc: Mapping[str, Any], defaults: EventDefaults, *, problems: Collector) -> str:
+    """The event's language: its own, else the configured one."""
+    language = doc.get("language", defaults.language)
+    if not isinstance(language, str) or not LANGUAGE.match(language):
+        problems.add("language", f'expected a language code like "sv" or "en", got {language!r}')
+    return str(language)
+
+
+def _mails(
+    doc: Mapping[str, Any],
+    table: object,
+    recipients: tuple[Recipient, ...],
+    timeline: Timeline | None,
+    *,
+    source: Path,
+    problems: Collector,
+) -> list[Mail]:
+    """The `[[mail]]` tables, once the event's times are known: every send time needs them."""
+    if not timeline:
+        return []
+    return parse_mails(
+        doc.get("mail", []),
+        groups=known_groups(table, recipients, problems=problems),
+        timeline=timeline,
+        folder=source.parent,
+        problems=problems,
+        flat=not is_folder_event(source),
+    )
 
 
 def _program(program: object, *, problems: Collector) -> Any:

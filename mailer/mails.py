@@ -144,28 +144,12 @@ def parse_mail(
     check_keys(entry, MAIL_KEYS, prefix=key, problems=problems)
     if not isinstance(name, str) or not NAME.match(name):
         problems.add(f"{key}.name", f"required: a name of letters, digits, - or _, got {name!r}")
-    template = entry.get("template", name)
-    if not isinstance(template, str) or not NAME.match(template):
-        problems.add(
-            f"{key}.template", f'expected a template name like "invitation", got {template!r}'
-        )
+    template = _template(entry.get("template", name), key=key, problems=problems)
     to = _groups(entry.get("to", ["all"]), known=groups, key=f"{key}.to", problems=problems)
     due = timeline.resolve(entry.get("send_at"), key=f"{key}.send_at", problems=problems)
     expires = _expiry(entry, due, timeline=timeline, key=key, problems=problems)
-    attach = entry.get("attach", [])
-    if not isinstance(attach, list):
-        problems.add(f"{key}.attach", 'expected a list of file names, like ["rapport.pdf"]')
-        attach = []
-    files = [inside(folder, a, key=f"{key}.attach", problems=problems, flat=flat) for a in attach]
-    language = entry.get("language")
-    if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
-        problems.add(f"{key}.language", f'expected a language code like "sv", got {language!r}')
-    subject = entry.get("subject")
-    if subject is not None and not isinstance(subject, str):
-        problems.add(f"{key}.subject", "expected a text (a Jinja template for the subject line)")
-    calendar = entry.get("calendar", False)
-    if not isinstance(calendar, bool):
-        problems.add(f"{key}.calendar", f"expected true or false, got {calendar!r}")
+    files = _attachments(entry, folder=folder, key=key, problems=problems, flat=flat)
+    language, subject, calendar = _options(entry, key=key, problems=problems)
     if len(problems.problems) > before or due is None or expires is None:
         return None
     return Mail(
@@ -180,6 +164,40 @@ def parse_mail(
         calendar=calendar,
         language=language,
     )
+
+
+def _template(template: object, *, key: str, problems: Collector) -> object:
+    """The template's name (the mail's own if unset): a name, never a path."""
+    if not isinstance(template, str) or not NAME.match(template):
+        problems.add(
+            f"{key}.template", f'expected a template name like "invitation", got {template!r}'
+        )
+    return template
+
+
+def _attachments(
+    entry: dict[str, Any], *, folder: Path, key: str, problems: Collector, flat: bool
+) -> list[Path | None]:
+    """`attach`: each file inside the event's folder (None where one is not)."""
+    attach = entry.get("attach", [])
+    if not isinstance(attach, list):
+        problems.add(f"{key}.attach", 'expected a list of file names, like ["rapport.pdf"]')
+        attach = []
+    return [inside(folder, a, key=f"{key}.attach", problems=problems, flat=flat) for a in attach]
+
+
+def _options(entry: dict[str, Any], *, key: str, problems: Collector) -> tuple[Any, Any, Any]:
+    """`language`, `subject` and `calendar`, each checked (recorded as problems if wrong)."""
+    language = entry.get("language")
+    if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
+        problems.add(f"{key}.language", f'expected a language code like "sv", got {language!r}')
+    subject = entry.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        problems.add(f"{key}.subject", "expected a text (a Jinja template for the subject line)")
+    calendar = entry.get("calendar", False)
+    if not isinstance(calendar, bool):
+        problems.add(f"{key}.calendar", f"expected true or false, got {calendar!r}")
+    return language, subject, calendar
 
 
 def _groups(value: object, *, known: set[str], key: str, problems: Collector) -> tuple[str, ...]:
