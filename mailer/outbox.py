@@ -161,13 +161,16 @@ def check_events(
     """
     outbox = Outbox.from_settings(settings)
     defaults = defaults_for(settings)
-    for source in sources:
-        loaded = judge_event(source, defaults=defaults, renderer=outbox.renderer)
-        if loaded.error is not None:
-            yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
-        else:
-            assert loaded.event is not None
-            yield loaded, outbox.check(loaded.event, now=now)
+    try:
+        for source in sources:
+            loaded = judge_event(source, defaults=defaults, renderer=outbox.renderer)
+            if loaded.error is not None:
+                yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
+            else:
+                assert loaded.event is not None
+                yield loaded, outbox.check(loaded.event, now=now)
+    finally:  # the rendering workers, also when the caller stops early
+        outbox.close()
 
 
 def judge_event(source: Path, *, defaults: EventDefaults, renderer: Renderer) -> Loaded:

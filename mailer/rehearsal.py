@@ -65,7 +65,10 @@ async def rehearse(
     event = loaded.event
     assert event is not None
     outbox = Outbox.from_settings(settings)
-    problems = outbox.check(event, now=now)
+    try:
+        problems = outbox.check(event, now=now)
+    finally:
+        outbox.close()  # its rendering workers; the timeline needs only its renderer
     if problems:
         raise Problems(problems)
     folder = _scratch_folder(out, event.id)
@@ -120,6 +123,7 @@ async def _play(settings: Settings, source: Path, event: Event, *, seconds: floa
             await engine.step()
     finally:
         await engine.transport.close()
+        engine.outbox.close()
         await store.close()
 
 

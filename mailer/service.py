@@ -110,6 +110,7 @@ async def send_now(
         return SendReport(states, engine.paused_because)
     finally:
         await engine.transport.close()
+        engine.outbox.close()
         await store.close()
 
 
