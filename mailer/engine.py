@@ -30,7 +30,7 @@ from mailer.errors import MailerError
 from mailer.outbox import Outbox
 from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
-from mailer.store import Attempt, Claimed, DatabaseGone, Narrow, Store, is_damaged
+from mailer.store import HEARTBEAT_S, Attempt, Claimed, DatabaseGone, Narrow, Store, is_damaged
 from mailer.transports.base import Outcome, Transport, Verdict
 from mailer.watcher import watch
 
@@ -113,15 +113,18 @@ class Engine:
         self._unrecorded: dict[int, Attempt] = {}
         self._unreleased: set[int] = set()
         self._trouble = StoreTrouble()
+        self.heartbeat_s = HEARTBEAT_S  # how often a step renews its leases (SPEC §9)
 
     # -- planning -------------------------------------------------------------------------
 
     async def load_all(self) -> None:
         """Rebuild the plan from the event files and the database (SPEC §5.1)."""
-        interrupted = await self.store.reset_interrupted()
-        if interrupted:
+        # What a stopped process held goes back; a live `mailer send` keeps its own.
+        taken = await self.store.take_back_abandoned(self._now())
+        if taken:
             log.warning(
-                "%d deliveries were being sent at the last stop; they go out again", interrupted
+                "%d deliveries were being sent by a process that stopped; they go out again",
+                taken,
             )
         await self.catalog.load_all()
         self.wakeup.set()
@@ -177,6 +180,7 @@ class Engine:
 
         if self._is_paused():
             return 0
+        heartbeat = asyncio.create_task(self._renew_leases())
         try:  # one session failing (the store) stops the others: a TaskGroup cancels them
             async with asyncio.TaskGroup() as sessions:
                 tasks = [
@@ -189,7 +193,20 @@ class Engine:
                 self._unreleased.update(ids)
                 await asyncio.shield(self.store.release(ids))
                 self._unreleased.difference_update(ids)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
         return sum(task.result() for task in tasks)
+
+    async def _renew_leases(self) -> None:
+        """While a step holds claims: renew their leases, so that no other process takes
+        them back as a stopped one's. A renewal the store fails is tried at the next beat
+        (the step's own store calls say what is wrong)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self.store.renew_leases(self._now())
+            except (aiosqlite.Error, OSError):
+                continue
 
     async def _settle_leftovers(self) -> None:
         """Finish what a failed step left: record what went out, requeue what did not."""
@@ -404,6 +421,7 @@ class Engine:
 
     async def _shut_down(self) -> None:
         await self.transport.close()
+        self.outbox.close()  # the rendering workers
         log.info("stopped")
 
     def _now(self) -> float:

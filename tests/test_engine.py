@@ -26,7 +26,7 @@ from mailer.clock import ManualClock, SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.sources import find_event_files
-from mailer.store import Store
+from mailer.store import LEASE_S, Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import EVENT, make_project, write_event
 from tests.test_service import until
@@ -169,13 +169,16 @@ async def test_a_deleted_file_cancels_what_has_not_gone_out_and_keeps_history(tm
         assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"cancelled": 2}}
 
 
-async def test_a_crash_mid_send_puts_claimed_deliveries_back(tmp_path: Path):
+async def test_a_crash_mid_send_puts_claimed_deliveries_back_once_their_lease_runs_out(
+    tmp_path: Path,
+):
     make_project(tmp_path)
     write_event(tmp_path, "forlabb")
     clock = ManualClock(INVITATION_DUE)
     async with engine_at(tmp_path, clock) as engine:
         claimed, _ = await engine.store.claim_due(clock.now().timestamp(), limit=10)
         assert len(claimed) == 2  # taken for sending, then the process "dies"
+    clock.advance(timedelta(seconds=LEASE_S))  # and renews nothing (it is this process: alive)
     async with engine_at(tmp_path, clock) as engine:
         assert await engine.step() == 2
     assert len(maildir(tmp_path)) == 2

@@ -62,15 +62,6 @@ class Queue(Connection):
             )
             return taken + cursor.rowcount
 
-    async def reset_interrupted(self) -> int:
-        """Transitional, until the engine takes back only abandoned leases at start: every
-        delivery caught `sending` back to the queue."""
-        async with self.transaction() as db:
-            cursor = await db.execute(
-                f"UPDATE deliveries NOT INDEXED SET {_REQUEUED} WHERE state = 'sending'"
-            )
-            return cursor.rowcount
-
     async def renew_leases(self, now: float) -> int:
         """This node lives: its leases hold until `now + LEASE_S` (one statement for all)."""
         async with self.transaction() as db:
