@@ -85,7 +85,8 @@ class Queue(Connection):
         rows = await self._rows(
             f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL}"
         )
-        return rows[0][0]
+        due = rows[0][0]
+        return None if due is None else float(due)
 
     async def claim_due(
         self, now: float, *, limit: int, only: Narrow | None = None

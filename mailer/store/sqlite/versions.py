@@ -21,7 +21,10 @@ class Versions(Connection):
         rows = await self._rows(
             "SELECT id, source, title, digest, error, removed, mails FROM events"
         )
-        return {row[0]: EventRow(*row[:5], removed=bool(row[5]), mails=row[6]) for row in rows}
+        return {
+            id_: EventRow(id_, source, title, digest, error, bool(removed), mails)
+            for id_, source, title, digest, error, removed, mails in rows
+        }
 
     async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
         """The TOML and CSV text of an event's last valid version, if it had one."""
