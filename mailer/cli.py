@@ -22,9 +22,9 @@ from rich.text import Text
 
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
+from mailer.delivery import DeliveryState
 from mailer.errors import ConfigError, MailerError, Problems, printable
 from mailer.outbox import check_events, write_previews
-from mailer.plan import DeliveryState
 from mailer.rehearsal import rehearse as run_rehearsal
 from mailer.service import read_status, requeue_failed, send_now, serve
 from mailer.sources import Loaded, find_event_files

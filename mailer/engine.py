@@ -26,12 +26,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
+from mailer.delivery import DeliveryState, Outcome, Verdict
 from mailer.errors import MailerError
 from mailer.outbox import Outbox
-from mailer.plan import DeliveryState
 from mailer.policy import RetryPolicy
 from mailer.store import HEARTBEAT_S, Attempt, Claimed, DatabaseGone, Narrow, Store, is_damaged
-from mailer.transports.base import Outcome, Transport, Verdict
+from mailer.transports.base import Transport
 from mailer.watcher import watch
 
 log = logging.getLogger("mailer")

@@ -6,30 +6,13 @@ Times are unix seconds (UTC), as the store keeps them.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from mailer.delivery import PENDING, REVIVABLE, DeliveryState
 from mailer.events import Event
 from mailer.message import message_id
-
-
-class DeliveryState(enum.StrEnum):
-    SCHEDULED = "scheduled"
-    SENDING = "sending"
-    SENT = "sent"
-    RETRYING = "retrying"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-# Waiting to go out: the plan may still move or cancel them.
-PENDING = frozenset({DeliveryState.SCHEDULED, DeliveryState.RETRYING})
-# Ended without being sent; a plan that wants them again (a recipient put back, an event
-# moved) brings them back.
-REVIVABLE = frozenset({DeliveryState.CANCELLED, DeliveryState.EXPIRED})
 
 
 class Wanted(NamedTuple):

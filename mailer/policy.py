@@ -6,8 +6,7 @@ import random
 from dataclasses import dataclass
 
 from mailer.config import SendingSettings
-from mailer.plan import DeliveryState
-from mailer.transports.base import Verdict
+from mailer.delivery import DeliveryState, Verdict
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import aiosqlite
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.config import SmtpTransport as SmtpSettings
+from mailer.delivery import DeliveryState
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
-from mailer.plan import DeliveryState
 from mailer.status import status_report
 from mailer.store import Narrow, Store, is_damaged
 from mailer.transports.base import Transport

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailer.plan import DeliveryState
+from mailer.delivery import DeliveryState
 from mailer.store import MailCounts, Store
 
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 from mailer.cli import JsonFormatter, main
 from mailer.clock import SystemClock
 from mailer.config import load_settings
+from mailer.delivery import DeliveryState as S
 from mailer.engine import Engine
 from mailer.errors import ConfigError
-from mailer.plan import DeliveryState as S
 from mailer.service import read_status, send_now
 from mailer.store import MIGRATIONS, Store
 from mailer.transports.maildir import MaildirTransport

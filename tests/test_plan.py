@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.plan import DeliveryState as S
+from mailer.delivery import DeliveryState as S
 from mailer.plan import Plan, Retime, Stored, Wanted, plan_event
 
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from mailer.plan import DeliveryState as S
+from mailer.delivery import DeliveryState as S
+from mailer.delivery import Verdict
 from mailer.policy import RetryPolicy
-from mailer.transports.base import Verdict
 
 POLICY = RetryPolicy(attempts=5, backoff_first_s=60, backoff_max_s=600, give_up_after_s=3600)
 DAY = 86_400.0

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.config import load_settings
-from mailer.plan import DeliveryState as S
+from mailer.delivery import DeliveryState as S
 from mailer.plan import Wanted
 from mailer.store import Attempt, Store, Version
 from tests.project import make_project

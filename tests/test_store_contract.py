@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.plan import DeliveryState as S
+from mailer.delivery import DeliveryState as S
 from mailer.plan import Wanted, plan_event
 from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, Version
 from mailer.store.sqlite import MIGRATIONS, SqliteStore

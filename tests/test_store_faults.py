@@ -20,8 +20,9 @@ import pytest
 
 from mailer.clock import SystemClock
 from mailer.config import load_settings
+from mailer.delivery import DeliveryState
 from mailer.engine import Engine
-from mailer.plan import DeliveryState, Wanted, plan_event
+from mailer.plan import Wanted, plan_event
 from mailer.store import Attempt, Store, Version
 from mailer.store.sqlite import SqliteStore
 from mailer.transports.maildir import MaildirTransport

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.transports.base import Transport, Verdict
+from mailer.delivery import Verdict
+from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
 from tests.smtpd import serve_smtp, smtp_settings

@@ -5,7 +5,7 @@
 values the store takes and gives in `rows.py`.
 """
 
-from mailer.plan import PENDING
+from mailer.delivery import PENDING
 from mailer.store.contract import PLAN_IN_THREAD_FROM, Store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from mailer.plan import DeliveryState, Plan, Stored, Wanted, plan_event
+from mailer.delivery import DeliveryState
+from mailer.plan import Plan, Stored, Wanted, plan_event
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailer.delivery import DeliveryState
 from mailer.errors import ConfigError
-from mailer.plan import DeliveryState, Plan
+from mailer.plan import Plan
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import socket
 import time
 from pathlib import Path
 
-from mailer.transports.base import Outcome, Verdict
+from mailer.delivery import Outcome, Verdict
 
 SUBFOLDERS = ("tmp", "new", "cur")
 

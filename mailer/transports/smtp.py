@@ -16,7 +16,7 @@ import aiosmtplib
 from aiolimiter import AsyncLimiter
 
 from mailer import config
-from mailer.transports.base import Outcome, Verdict
+from mailer.delivery import Outcome, Verdict
 
 log = logging.getLogger("mailer.smtp")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiosqlite
 
-from mailer.plan import DeliveryState
+from mailer.delivery import DeliveryState
 from mailer.store.leases import LEASE_S, Node
 from mailer.store.rows import Attempt, Claimed, Narrow
 from mailer.store.sqlite.connection import Connection

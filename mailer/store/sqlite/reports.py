@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer.plan import DeliveryState
+from mailer.delivery import DeliveryState
 from mailer.store.rows import DeliveryRow, MailCounts
 from mailer.store.sqlite.connection import Connection
 

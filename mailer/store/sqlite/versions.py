@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from mailer.plan import DeliveryState, Plan, Stored
+from mailer.delivery import DeliveryState
+from mailer.plan import Plan, Stored
 from mailer.store.rows import EventRow, Version
 from mailer.store.sqlite.connection import Connection
 from mailer.store.sqlite.queue import PENDING_SQL
