@@ -1,6 +1,7 @@
 """Events + stored deliveries -> what to insert, retime, revive and cancel (pure).
 
-Start-up, hot reload and `rehearse` all plan through `plan_event`; none re-implements it.
+Start-up, hot reload and `rehearse` all plan through `plan_event` (by way of
+`planning.plan_version`, which the catalog calls); none re-implements it.
 Times are unix seconds (UTC), as the store keeps them.
 """
 

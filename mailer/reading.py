@@ -1,10 +1,11 @@
-"""Event files read for planning: in worker processes when there are many (at start).
+"""Event files read for planning, many at once: in worker processes when there are many.
 
 One interpreter runs on one core, and reading (TOML, CSV, addresses, the deliveries each
 event wants) is most of a cold start: 1,000 files of 200 recipients took 9.7 s read in the
 service, ~4.4 s read by workers while the service saves plans. `read_for_plan` is the one
 function that reads a file for planning, in a worker or in the service's own threads, and
 `judge` the one that says whether a file is valid: as `mailer check` says (templates too).
+What is planned from a reading is `mailer.planning`'s; the catalog orchestrates.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -27,10 +26,9 @@ from pathlib import Path
 
 from mailer.config import Settings
 from mailer.outbox import judge_event
-from mailer.plan import Wanted, wanted_deliveries
+from mailer.planning import Reading, read_version
 from mailer.render import Renderer
 from mailer.sources import Loaded, defaults_for
-from mailer.store import Version
 
 log = logging.getLogger("mailer")
 
@@ -44,18 +42,29 @@ READER_NICENESS = 10
 
 
 @dataclass(frozen=True)
-class Reading:
-    """A valid event file as planning needs it: what the store keeps, what the event wants."""
+class Invalid:
+    """An event file judged invalid, as read for planning."""
 
-    version: Version  # without its plan: that takes the stored deliveries
-    wanted: list[Wanted]
+    id: str
+    source: Path
+    digest: str  # of the files' content: a second read says whether they changed meanwhile
+    # Every problem, one a line: text, as a MailerError does not survive pickling intact.
+    error: str
 
 
-def read_for_plan(source: Path, settings: Settings) -> Reading | None:
-    """Read one event file for planning (in a worker process, at start); None if invalid.
-    (Only a valid reading is sent back: errors do not survive pickling intact.)"""
-    loaded = judge(source, settings)
-    return reading_of(loaded, settings) if loaded.event is not None else None
+def read_for_plan(
+    source: Path, settings: Settings, *, keep_event: bool = False
+) -> Reading | Invalid:
+    """Read one event file for planning (in a worker process at start, else in a thread);
+    `keep_event`: with the parsed event, for an event the catalog holds parsed."""
+    return read_of(judge(source, settings), settings, keep_event=keep_event)
+
+
+def read_of(loaded: Loaded, settings: Settings, *, keep_event: bool = False) -> Reading | Invalid:
+    """A file as judged, made ready for planning if it is valid."""
+    if loaded.event is None:
+        return Invalid(loaded.id, loaded.source, loaded.digest, str(loaded.error))
+    return read_version(loaded, settings, keep_event=keep_event)
 
 
 def judge(source: Path, settings: Settings) -> Loaded:
@@ -69,36 +78,6 @@ def judge(source: Path, settings: Settings) -> Loaded:
 def _renderer(templates: Path, language: str) -> Renderer:
     """One per process (a worker's too), not one per file read."""
     return Renderer(templates, default_language=language)
-
-
-def reading_of(loaded: Loaded, settings: Settings) -> Reading:
-    """A valid event as planning needs it (in a worker, or in the service on hot reload)."""
-    event = loaded.event
-    assert event is not None
-    mails = [
-        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
-        for m in event.mails
-    ]
-    version = Version(
-        event.id,
-        str(loaded.source),
-        event.title,
-        plan_digest(loaded.digest, settings),
-        loaded.toml,
-        loaded.csv,
-        json.dumps(mails),
-    )
-    return Reading(version, wanted_deliveries(event, domain=settings.sender.message_id_domain))
-
-
-def plan_digest(content_digest: str, settings: Settings) -> str:
-    """The plan depends on the files and on the settings that shape times and IDs."""
-    sending, sender = settings.sending, settings.sender
-    basis = (
-        f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
-    )
-    return hashlib.sha256(basis.encode()).hexdigest()
 
 
 @contextmanager
@@ -120,8 +99,10 @@ def readers(count: int) -> Iterator[Executor | None]:
     except (OSError, NotImplementedError):  # no process semaphores here: threads it is
         yield None
         return
-    with pool:
+    try:
         yield pool
+    finally:  # not waited for: joining the workers held the loop ~0.2 s, with a save under way
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _below_the_service() -> None:
@@ -132,19 +113,28 @@ def _below_the_service() -> None:
 
 
 async def read_ahead(
-    sources: list[Path], settings: Settings, executor: Executor | None
-) -> AsyncIterator[tuple[Path, Reading | None]]:
-    """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile."""
+    sources: list[Path],
+    settings: Settings,
+    executor: Executor | None,
+    *,
+    keep_events: frozenset[Path] = frozenset(),
+) -> AsyncIterator[tuple[Path, Reading | Invalid]]:
+    """Each file's reading, in order, with up to READ_AHEAD more being read meanwhile (the
+    files in `keep_events` with their parsed event)."""
     loop = asyncio.get_running_loop()
     warned = False
 
-    def submit(source: Path) -> asyncio.Future[Reading | None]:
-        try:
-            return loop.run_in_executor(executor, read_for_plan, source, settings)
-        except BrokenProcessPool:
-            return loop.run_in_executor(None, read_for_plan, source, settings)
+    def read(source: Path) -> functools.partial[Reading | Invalid]:
+        """The call that reads it (a module function's: a worker process unpickles it)."""
+        return functools.partial(read_for_plan, source, settings, keep_event=source in keep_events)
 
-    async def settled(source: Path, future: asyncio.Future[Reading | None]) -> Reading | None:
+    def submit(source: Path) -> asyncio.Future[Reading | Invalid]:
+        try:
+            return loop.run_in_executor(executor, read(source))
+        except BrokenProcessPool:
+            return loop.run_in_executor(None, read(source))
+
+    async def settled(source: Path, future: asyncio.Future[Reading | Invalid]) -> Reading | Invalid:
         nonlocal warned
         try:
             return await future
@@ -152,9 +142,9 @@ async def read_ahead(
             if not warned:
                 log.warning("a worker reading event files died; the service reads them itself")
                 warned = True
-            return await asyncio.to_thread(read_for_plan, source, settings)
+            return await asyncio.to_thread(read(source))
 
-    ahead: deque[tuple[Path, asyncio.Future[Reading | None]]] = deque()
+    ahead: deque[tuple[Path, asyncio.Future[Reading | Invalid]]] = deque()
     for source in sources:
         ahead.append((source, submit(source)))
         if len(ahead) > READ_AHEAD:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer import reading
+from mailer import reading, saving
 from mailer.catalog import Catalog
 from mailer.clock import ManualClock
 from mailer.config import load_settings
@@ -146,3 +146,43 @@ async def test_re_planning_a_big_event_is_done_off_the_loop_and_kept_by_nobody(t
     errors, states = stored(tmp_path)
     assert errors == {"stort": None} and states == {"stort": ["scheduled"] * BIG}
     assert loop_cpu < 0.2 * process_cpu, f"{loop_cpu:.2f} s of {process_cpu:.2f} s on the loop"
+
+
+@pytest.mark.parametrize("reload", [True, False], ids=["hot-reload", "restart"])
+async def test_a_deleted_file_put_back_as_it_was_is_planned_again(tmp_path: Path, reload: bool):
+    """Its version is the one stored, but the deletion cancelled its deliveries: the digest
+    alone must not say that the stored deliveries already follow it."""
+    project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    text = source.read_text()
+    async with catalog_of(tmp_path) as catalog:
+        await catalog.load_all()
+        planned = stored(tmp_path)[1]["forlabb"]
+        source.unlink()
+        await catalog.sync([source], settle_s=0.01)
+        assert set(stored(tmp_path)[1]["forlabb"]) == {"cancelled"}
+        source.write_text(text)
+        if reload:
+            await catalog.sync([source], settle_s=0.01)
+    if not reload:
+        async with catalog_of(tmp_path) as catalog:
+            await catalog.load_all()
+    assert stored(tmp_path)[1]["forlabb"] == planned == ["scheduled"] * len(planned)
+    assert catalog.in_force == 1
+
+
+async def test_a_start_saves_plans_in_batches_while_the_next_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Batches of about BATCH_DELIVERIES, one transaction each: every plan is saved, none
+    twice, whichever batch it fell in (here each event's 4 deliveries fill a batch)."""
+    monkeypatch.setattr(saving, "BATCH_DELIVERIES", 3)
+    project(tmp_path)
+    for number in range(5):
+        write_event(tmp_path, f"forlabb-{number}")
+    async with catalog_of(tmp_path) as catalog:
+        await catalog.load_all()
+        assert catalog.in_force == 5 and catalog.events == {}
+    errors, states = stored(tmp_path)
+    assert errors == {f"forlabb-{number}": None for number in range(5)}
+    assert states == {f"forlabb-{number}": ["scheduled"] * 4 for number in range(5)}

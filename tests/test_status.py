@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mailer.cli import main
 from mailer.config import load_settings
 from mailer.delivery import DeliveryState as S
-from mailer.plan import Wanted
+from mailer.plan import Wanted, plan_event
 from mailer.store import Attempt, Store, Version
 from tests.project import make_project
 
@@ -30,7 +30,7 @@ async def fill(database: Path) -> None:
     wanted = [
         Wanted("invitation", f"{s.value}@example.org", 1.0, 2.0e9, f"<{s.value}>") for s in STATES
     ]
-    plan = await store.plan("forlabb", wanted)
+    plan = plan_event("forlabb", wanted, [])  # a new event: nothing stored yet
     version = Version("forlabb", "schedules/forlabb.toml", "Förlabb", "d", "", None, MAILS, plan)
     await store.save_valid([version], now=0)
     claimed, _ = await store.claim_due(10.0, limit=len(STATES))

@@ -6,7 +6,7 @@ values the store takes and gives in `rows.py`.
 """
 
 from mailer.delivery import PENDING
-from mailer.store.contract import PLAN_IN_THREAD_FROM, Store
+from mailer.store.contract import Store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
@@ -25,7 +25,6 @@ __all__ = [
     "LEASE_S",
     "MIGRATIONS",
     "PENDING",
-    "PLAN_IN_THREAD_FROM",
     "Attempt",
     "Claimed",
     "DatabaseGone",

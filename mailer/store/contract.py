@@ -7,13 +7,12 @@ same suite (tests/test_store_contract.py). The store stores and answers; it does
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from mailer.delivery import DeliveryState
-from mailer.plan import Plan, Stored, Wanted, plan_event
+from mailer.plan import Stored
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,
@@ -24,9 +23,6 @@ from mailer.store.rows import (
     Narrow,
     Version,
 )
-
-# Deliveries (wanted and stored) from which an event is planned in a thread, off the loop.
-PLAN_IN_THREAD_FROM = 2_000
 
 
 class Store(Protocol):
@@ -83,21 +79,6 @@ class Store(Protocol):
     async def remove_event(self, event_id: str, *, now: float) -> int:
         """The file is gone: cancel what has not gone out (how many), keep the history."""
         ...
-
-    async def plan(
-        self, event_id: str, wanted: Sequence[Wanted], *, stored_before: bool = True
-    ) -> Plan:
-        """What it takes to make the stored deliveries match `wanted` (read, not applied).
-
-        Transitional, not the store's job: planning moves to the catalog (issue 13, item 2),
-        which then calls `stored_deliveries` and `plan_event` itself. `stored_before=False`:
-        an event without a row in `events` has no deliveries either."""
-        stored = await self.stored_deliveries(event_id) if stored_before else []
-        # A big event is planned in a thread (200,000 rows held the loop, and due mail, for
-        # seconds); a small one here, where a hop to a thread would cost more than planning.
-        if len(stored) + len(wanted) >= PLAN_IN_THREAD_FROM:
-            return await asyncio.to_thread(plan_event, event_id, wanted, stored)
-        return plan_event(event_id, wanted, stored)
 
     # -- the queue ------------------------------------------------------------------------
 

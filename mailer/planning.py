@@ -1,0 +1,90 @@
+"""An event as read and its stored deliveries -> the version to keep and its plan (pure).
+
+The one planning pipeline: start-up, hot reload and `mailer rehearse` (through the catalog),
+and `check`'s "what this edit will do" (SPEC §10), plan through these functions; none
+re-implements them. `read_version` is the costly half (every delivery the event wants, with
+its Message-ID: 200,000 at a cold start), so it runs where the file is read, in a worker
+process at start; `plan_version` is the half that needs the deliveries stored.
+
+Planning needs no clock: a delivery already due is inserted due and goes out at once, and
+one past its expiry is expired when it is claimed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailer.config import Settings
+from mailer.events import Event
+from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
+from mailer.sources import Loaded
+from mailer.store.rows import EventRow, Version
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A valid event file as planning needs it: what the store keeps, what the event wants."""
+
+    version: Version  # without its plan: that takes the stored deliveries
+    wanted: list[Wanted]
+    # The parsed event only when asked for (one the catalog holds parsed): a worker process
+    # sends readings back pickled, and at start the catalog keeps none parsed.
+    event: Event | None = None
+
+    @property
+    def event_id(self) -> str:
+        return self.version.event_id
+
+    @property
+    def source(self) -> Path:
+        return Path(self.version.source)
+
+
+def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False) -> Reading:
+    """A valid event as planning needs it: its version to keep, and what it wants."""
+    event = loaded.event
+    assert event is not None, "only a valid event is planned"
+    mails = [
+        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
+        for m in event.mails
+    ]
+    version = Version(
+        event.id,
+        str(loaded.source),
+        event.title,
+        plan_digest(loaded.digest, settings),
+        loaded.toml,
+        loaded.csv,
+        json.dumps(mails),
+    )
+    wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
+    return Reading(version, wanted, event if keep_event else None)
+
+
+def plan_digest(content_digest: str, settings: Settings) -> str:
+    """The plan depends on the files and on the settings that shape times and IDs."""
+    sending, sender = settings.sending, settings.sender
+    basis = (
+        f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
+        f"{sender.message_id_domain}"
+    )
+    return hashlib.sha256(basis.encode()).hexdigest()
+
+
+def is_planned(digest: str, row: EventRow | None) -> bool:
+    """Whether the stored deliveries already follow the version with this plan digest: it
+    was the last one planned and its file has not been deleted since (a deletion cancels
+    them, and putting the same file back must bring them back). Then planning is skipped,
+    and the stored deliveries need not even be read (most events, at a warm start)."""
+    return row is not None and row.digest == digest and not row.removed
+
+
+def plan_version(reading: Reading, stored: Iterable[Stored]) -> Version:
+    """The version to keep, carrying the plan that makes the stored deliveries match it."""
+    plan = plan_event(reading.event_id, reading.wanted, stored)
+    return dataclasses.replace(reading.version, plan=plan)
