@@ -124,8 +124,7 @@ async def read_ahead(
     loop = asyncio.get_running_loop()
     warned = False
 
-    def read(source: Path) -> functools.partial[Reading | Invalid]:
-        """The call that reads it (a module function's: a worker process unpickles it)."""
+    def read(source: Path) -> functools.partial[Reading | Invalid]:  # a worker unpickles it
         return functools.partial(read_for_plan, source, settings, keep_event=source in keep_events)
 
     def submit(source: Path) -> asyncio.Future[Reading | Invalid]:
