@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from mailer import slips, timing
 from mailer.errors import Collector
-from mailer.mails import LANGUAGE, Mail, Timeline, check_keys, inside, parse_mails
+from mailer.languages import is_language
+from mailer.mails import Mail, Timeline, check_keys, inside, parse_mails
 from mailer.recipient_table import known_groups, parse_recipients
 from mailer.recipients import CONTROL, Recipient, body_text, check_address, key_name
 from mailer.toml_text import load_toml
@@ -184,7 +185,7 @@ def _texts(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, str]:
 def _language(doc: Mapping[str, Any], defaults: EventDefaults, *, problems: Collector) -> str:
     """The event's language: its own, else the configured one."""
     language = doc.get("language", defaults.language)
-    if not isinstance(language, str) or not LANGUAGE.match(language):
+    if not is_language(language):
         problems.add("language", f'expected a language code like "sv" or "en", got {language!r}')
     return str(language)
 

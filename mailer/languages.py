@@ -1,16 +1,35 @@
-"""Language codes: the order in which they are tried, and which of them have templates."""
+"""Language codes: the one rule for writing them, the order in which they are tried, and
+which of them have templates."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from babel import Locale, UnknownLocaleError
 
-from mailer.events import Event
+if TYPE_CHECKING:  # events.py checks codes with this module: no import cycle at run time
+    from mailer.events import Event
 
-# Language codes name folders: the pattern keeps a CSV value from reaching outside templates/.
-LANGUAGE_FOLDER = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
+# The one rule for a language code, wherever one is written (config.toml, an event, a mail,
+# a CSV column, a templates/ folder): the shape of a BCP 47 tag. A primary subtag of 2-3
+# letters in lower case, as ISO 639 (and babel) writes it, then any subtags of 1-8 letters
+# or digits, in any case: "sv", "en", "sv-FI", "zh-Hant", "es-419". Codes name folders, so
+# the rule also keeps a value from reaching outside templates/ ("../", "/", ".").
+LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
+LANGUAGE_EXPECTED = 'expected a language code like "sv", "en" or "sv-FI", got {}'
+
+
+def is_language(code: object) -> bool:
+    """Whether `code` is a language code by the rule above (a whole string, no newline)."""
+    return isinstance(code, str) and LANGUAGE.fullmatch(code) is not None
+
+
+def is_language_folder(name: str) -> bool:
+    """Whether a templates/ folder is named by a language code: the rule, in lower case,
+    since `chain` looks codes up in lower case ("sv-FI" is read from sv-fi/)."""
+    return is_language(name) and name == name.lower()
 
 
 def chain(*languages: str | None) -> list[str]:
@@ -19,7 +38,7 @@ def chain(*languages: str | None) -> list[str]:
     for language in languages:
         code = (language or "").strip().lower().replace("_", "-")
         for candidate in (code, code.split("-")[0]):
-            if LANGUAGE_FOLDER.fullmatch(candidate) and candidate not in found:
+            if is_language_folder(candidate) and candidate not in found:
                 found.append(candidate)
     return found
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from mailer import timing
 from mailer.errors import Collector
+from mailer.languages import is_language
 from mailer.recipients import CONTROL, shown
 
 MAIL_KEYS = frozenset(
@@ -21,7 +22,6 @@ MAIL_KEYS = frozenset(
 FLAT_RULE = "a single-file event's files lie beside it in the schedules folder"
 FLAT_HINT = "(give the event a folder of its own for more)"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ def _attachments(
 def _options(entry: dict[str, Any], *, key: str, problems: Collector) -> tuple[Any, Any, Any]:
     """`language`, `subject` and `calendar`, each checked (recorded as problems if wrong)."""
     language = entry.get("language")
-    if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
+    if language is not None and not is_language(language):
         problems.add(f"{key}.language", f'expected a language code like "sv", got {language!r}')
     subject = entry.get("subject")
     if subject is not None and not isinstance(subject, str):

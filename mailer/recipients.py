@@ -13,6 +13,7 @@ from typing import Any
 
 from mailer.addresses import InvalidAddress, normalize_address
 from mailer.errors import Collector
+from mailer.languages import is_language
 
 # Recipients of a parsed event are many (a seminar of 5,000): slots save a __dict__ each, and
 # recipients without free columns share one empty mapping, those in the same groups one set.
@@ -36,7 +37,6 @@ class Recipient:
 
 # Columns with a meaning of their own; every other column is free template data.
 KNOWN_COLUMNS = ("email", "name", "language", "groups")
-LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 # Anything below U+0020, DEL and the C1 controls would end up in a header or break a line of
 # a mail; so would the Unicode line breaks (NEL U+0085, U+2028, U+2029), which str.splitlines()
 # and some mail clients split on.
@@ -129,7 +129,7 @@ def make_recipient(
     if not clean:
         name = _text(name, key=f"{where}.name", problems=problems)
     language = row.get("language") or None
-    if language is not None and not (isinstance(language, str) and LANGUAGE.match(language)):
+    if language is not None and not is_language(language):
         problems.add(f"{where}.language", f'expected a language code like "sv", got {language!r}')
     groups = row.get("groups", "")
     if groups != "":

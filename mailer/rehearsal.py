@@ -15,8 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailer.clock import ManualClock
-from mailer.config import MaildirTransport as MaildirSettings
-from mailer.config import Settings
+from mailer.config import MaildirSettings, Settings
 from mailer.engine import Engine
 from mailer.errors import InputError, Problems
 from mailer.events import Event

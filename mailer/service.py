@@ -16,8 +16,7 @@ from datetime import datetime
 import aiosqlite
 
 from mailer.clock import Clock
-from mailer.config import Settings
-from mailer.config import SmtpTransport as SmtpSettings
+from mailer.config import Settings, SmtpSettings
 from mailer.delivery import DeliveryState
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError

@@ -14,7 +14,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 
 from mailer.errors import InputError
 from mailer.events import Event, Mail
-from mailer.languages import LANGUAGE_FOLDER, chain
+from mailer.languages import chain, is_language_folder
 from mailer.sandbox import new_sandbox
 
 # The subject block is taken from the first kind that has one: the text one needs no unescaping.
@@ -64,7 +64,7 @@ class TemplateFolder:
     def variants(self, name: str) -> list[tuple[Path, str]]:
         """Every language folder holding the template, and the root if it does: all may be used."""
         places = [
-            (p, p.name) for p in sorted(self._dir.iterdir()) if LANGUAGE_FOLDER.fullmatch(p.name)
+            (p, p.name) for p in sorted(self._dir.iterdir()) if is_language_folder(p.name)
         ]
         places.append((self._dir, self._default))
         return [(folder, language) for folder, language in places if files_in(folder, name)]
@@ -73,7 +73,7 @@ class TemplateFolder:
         """The languages there are templates in: the folders of templates/, and the default
         language if templates/ itself holds (language-neutral) templates."""
         try:
-            found = {p.name for p in self._dir.iterdir() if LANGUAGE_FOLDER.fullmatch(p.name)}
+            found = {p.name for p in self._dir.iterdir() if is_language_folder(p.name)}
             found.update([self._default] if any(self._dir.glob("*.j2")) else [])
         except OSError:
             return []

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from hypothesis import settings
 
-from mailer.config import SmtpTransport
+from mailer.config import SmtpSettings
 from tests import smtpd
 from tests.smtpd import SmtpServer, serve_smtp
 
@@ -27,6 +27,6 @@ async def smtp_server() -> AsyncIterator[SmtpServer]:
 
 
 @pytest.fixture
-def smtp_settings() -> Callable[..., SmtpTransport]:
+def smtp_settings() -> Callable[..., SmtpSettings]:
     """`smtp_settings(server, **overrides)`: transport settings that log in to `server`."""
     return smtpd.smtp_settings

@@ -19,7 +19,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
-from mailer.config import SmtpTransport
+from mailer.config import SmtpSettings
 
 HOSTNAME = "mailer-test"  # given explicitly, so aiosmtpd does no FQDN lookup
 USERNAME = "mailer"
@@ -234,7 +234,7 @@ async def serve_smtp(
         await listener.wait_closed()
 
 
-def smtp_settings(server: SmtpServer, **overrides: Any) -> SmtpTransport:
+def smtp_settings(server: SmtpServer, **overrides: Any) -> SmtpSettings:
     """Transport settings pointing at `server` with the right credentials; override any key."""
     values: dict[str, Any] = {
         "kind": "smtp",
@@ -249,4 +249,4 @@ def smtp_settings(server: SmtpServer, **overrides: Any) -> SmtpTransport:
     values.update(overrides)
     if isinstance(values["password"], str):
         values["password"] = SecretStr(values["password"])
-    return SmtpTransport(**values)
+    return SmtpSettings(**values)

@@ -18,11 +18,11 @@ from pydantic import BaseModel, ValidationError
 from mailer.cli import main
 from mailer.config import (
     DEFAULT_CONFIG_NAMES,
-    MaildirTransport,
+    MaildirSettings,
     PathSettings,
     SenderSettings,
     SendingSettings,
-    SmtpTransport,
+    SmtpSettings,
     find_config,
     load_settings,
 )
@@ -110,7 +110,7 @@ def problems_of(path: Path) -> list[str]:
         ),
         (
             SENDER + 'language = "svenska"\n',
-            'sender.language: expected a language code like "sv" or "en", got "svenska"',
+            'sender.language: expected a language code like "sv", "en" or "sv-FI", got "svenska"',
         ),
         (
             '[sender]\nfrom = "Info <info@example.org>"\n',
@@ -175,7 +175,7 @@ def test_password_is_read_from_the_named_variable(
     monkeypatch.setenv("MAILER_SMTP_PASSWORD", SECRET)
     path = write(tmp_path, SMTP + 'username = "info"\npassword_env = "MAILER_SMTP_PASSWORD"\n')
     transport = load_settings(path).transport
-    assert isinstance(transport, SmtpTransport)
+    assert isinstance(transport, SmtpSettings)
     assert transport.password is not None
     assert transport.password.get_secret_value() == SECRET
     assert (transport.username, transport.password_env) == ("info", "MAILER_SMTP_PASSWORD")
@@ -189,7 +189,7 @@ def test_the_password_leaves_the_environment_once_read(
     path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
     transport = load_settings(path).transport
     assert "MAILER_SMTP_PASSWORD" not in os.environ
-    assert isinstance(transport, SmtpTransport) and transport.password is not None
+    assert isinstance(transport, SmtpSettings) and transport.password is not None
     assert transport.password.get_secret_value() == SECRET
 
 
@@ -243,7 +243,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.sender.language, settings.sender.zone) == ("sv", ZoneInfo("Europe/Stockholm"))
     assert settings.sender.message_id_domain == "example.org"
     assert settings.sender.reply_to is None
-    assert settings.transport == MaildirTransport(kind="maildir", path=tmp_path / "var/maildir")
+    assert settings.transport == MaildirSettings(kind="maildir", path=tmp_path / "var/maildir")
     sending = settings.sending
     assert (sending.connections, sending.max_per_minute, sending.attempts) == (4, 600, 10)
     assert (sending.backoff_first, sending.backoff_max) == (
@@ -253,7 +253,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert (sending.give_up_after, sending.max_lateness) == (timedelta(days=2), timedelta(days=1))
     assert sending.shutdown_grace == timedelta(seconds=10)
     smtp = load_settings(write(tmp_path, SMTP)).transport
-    assert isinstance(smtp, SmtpTransport)
+    assert isinstance(smtp, SmtpSettings)
     assert (smtp.port, smtp.security, smtp.timeout) == (587, "starttls", timedelta(seconds=30))
     assert (smtp.validate_certs, smtp.username, smtp.password) == (True, None, None)
 
@@ -283,7 +283,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert settings.paths.schedules == folder / "events"
     assert settings.paths.templates == tmp_path / "tpl"
     assert settings.paths.database == folder / "var" / "mailer.sqlite3"
-    assert isinstance(settings.transport, MaildirTransport)
+    assert isinstance(settings.transport, MaildirSettings)
     assert settings.transport.path == folder / ".." / "mail"
 
 
@@ -312,7 +312,7 @@ def test_find_config_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_shipped_example_loads_and_needs_no_server() -> None:
     settings = load_settings(EXAMPLE)
-    assert settings.transport == MaildirTransport(path=EXAMPLE.parent / "var" / "maildir")
+    assert settings.transport == MaildirSettings(path=EXAMPLE.parent / "var" / "maildir")
     assert settings.paths == PathSettings.model_validate({}, context={"base": EXAMPLE.parent})
     assert settings.sender.from_ == "samhallskontraktet@example.org"
     assert settings.sender.from_name == "Samhällskontraktet"
@@ -330,8 +330,8 @@ def test_shipped_example_shows_every_key_with_a_comment() -> None:
     models: list[type[BaseModel]] = [
         PathSettings,
         SenderSettings,
-        SmtpTransport,
-        MaildirTransport,
+        SmtpSettings,
+        MaildirSettings,
         SendingSettings,
     ]
     keys = {f.alias or name for m in models for name, f in m.model_fields.items() if not f.exclude}
@@ -368,7 +368,7 @@ def test_ca_file_is_relative_to_the_config_file(tmp_path: Path) -> None:
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(folder / "tls" / "ca.pem"))
     transport = load_settings(write(folder, SMTP + 'ca_file = "tls/ca.pem"\n')).transport
-    assert isinstance(transport, SmtpTransport)
+    assert isinstance(transport, SmtpSettings)
     assert transport.ca_file == folder / "tls" / "ca.pem"
 
 
@@ -442,7 +442,7 @@ def test_a_command_that_does_not_send_still_takes_the_password_out_of_the_enviro
     path = write(tmp_path, SMTP + 'password_env = "MAILER_SMTP_PASSWORD"\n')
     transport = load_settings(path, needs_password=False).transport
     assert "MAILER_SMTP_PASSWORD" not in os.environ
-    assert isinstance(transport, SmtpTransport) and transport.password is not None
+    assert isinstance(transport, SmtpSettings) and transport.password is not None
     monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
     transport = load_settings(path, needs_password=False).transport
-    assert isinstance(transport, SmtpTransport) and transport.password is None
+    assert isinstance(transport, SmtpSettings) and transport.password is None

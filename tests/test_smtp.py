@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailer.config import SmtpTransport as SmtpSettings
+from mailer.config import SmtpSettings
 from mailer.delivery import Outcome, Verdict
 from mailer.transports.smtp import MASK, NO_STARTTLS, SmtpTransport, scrub
 from tests.smtpd import BUSY_REPLY, USERNAME, Received, SmtpServer, serve_smtp, smtp_settings

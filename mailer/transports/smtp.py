@@ -95,7 +95,7 @@ class SmtpTransport:
 
     def __init__(
         self,
-        settings: config.SmtpTransport,
+        settings: config.SmtpSettings,
         *,
         connections: int,
         max_per_minute: int,
@@ -315,7 +315,7 @@ def _drop(slot: _Slot) -> None:
         slot.client = None
 
 
-def _server(settings: config.SmtpTransport) -> str:
+def _server(settings: config.SmtpSettings) -> str:
     return f"{settings.host}:{settings.port}"
 
 
@@ -325,7 +325,7 @@ def _by_code(code: int, message: str) -> Outcome:
     return Outcome(verdict, f"{code} {message}", code)
 
 
-def _configuration_problem(exc: BaseException, settings: config.SmtpTransport) -> str | None:
+def _configuration_problem(exc: BaseException, settings: config.SmtpSettings) -> str | None:
     """What a person must fix (login, certificate, STARTTLS), or None for a passing fault.
 
     These still RETRY, never FAIL: once the setting is fixed, the waiting mail must flow.
@@ -350,7 +350,7 @@ def _configuration_problem(exc: BaseException, settings: config.SmtpTransport) -
     return None
 
 
-def _connection_problem(exc: BaseException, settings: config.SmtpTransport) -> str:
+def _connection_problem(exc: BaseException, settings: config.SmtpSettings) -> str:
     """A passing fault (timeout, drop, refused connection, 4xx greeting) in plain words."""
     server = _server(settings)
     if isinstance(exc, TimeoutError):

@@ -1,0 +1,114 @@
+"""The one language-code rule, and every place a code is written keeping to it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailer.config import load_settings
+from mailer.errors import Collector, Problems
+from mailer.events import parse_event
+from mailer.languages import chain, is_language
+from mailer.recipients import parse_csv
+from mailer.templates import TemplateFolder
+from mailer.toml_text import load_toml
+from tests.test_events import BASE, DEFAULTS
+
+# (code, is it one): BCP 47's shape, primary in lower case, later subtags in any case.
+CODES = [
+    ("sv", True),
+    ("en", True),
+    ("fil", True),  # three-letter ISO 639 codes
+    ("sv-FI", True),
+    ("sv-fi", True),
+    ("zh-Hant", True),  # script
+    ("zh-Hant-TW", True),
+    ("es-419", True),  # region as digits
+    ("de-CH-1901", True),  # variant
+    ("en-x-a", True),  # one-letter singleton, as BCP 47 allows
+    ("SV", False),  # the primary subtag is written in lower case
+    ("s", False),
+    ("swed", False),
+    ("svenska", False),
+    ("sv_FI", False),  # POSIX locale, not a language tag
+    ("sv-", False),
+    ("sv--FI", False),
+    ("sv-ABCDEFGHI", False),  # a subtag has at most 8
+    ("sv\n", False),  # a whole string: no line end slips through
+    (" sv", False),
+    ("../sv", False),  # codes name folders under templates/
+    ("sv/../..", False),
+    ("", False),
+    (None, False),
+    (7, False),
+]
+
+
+@pytest.mark.parametrize(("code", "ok"), CODES)
+def test_the_rule(code: object, ok: bool) -> None:
+    assert is_language(code) is ok
+
+
+def test_chain_follows_each_code_with_its_base_in_lower_case() -> None:
+    assert chain("sv-FI", None, "en", "sv", "bad code") == ["sv-fi", "sv", "en"]
+
+
+def config_takes(tmp_path: Path, code: str) -> bool:
+    path = tmp_path / "config.toml"
+    path.write_text(f'[sender]\nfrom = "a@example.org"\nlanguage = "{code}"\n', encoding="utf-8")
+    try:
+        load_settings(path)
+    except Problems:
+        return False
+    return True
+
+
+def event_takes(tmp_path: Path, code: str) -> bool:
+    try:
+        parse_event(
+            load_toml(f'language = "{code}"\n' + BASE, source=tmp_path / "forlabb.toml"),
+            source=tmp_path / "forlabb.toml",
+            defaults=DEFAULTS,
+        )
+    except Problems:
+        return False
+    return True
+
+
+def csv_takes(tmp_path: Path, code: str) -> bool:
+    problems = Collector("people.csv")
+    parse_csv(f'email,language\nanna@example.org,"{code}"\n', problems=problems)
+    return not problems.problems
+
+
+def folder_taken(tmp_path: Path, code: str) -> bool:
+    (tmp_path / "templates" / code).mkdir(parents=True)
+    return code in TemplateFolder(tmp_path / "templates", default_language="sv").languages()
+
+
+PLACES = [config_takes, event_takes, csv_takes]
+# Written codes the old rules disagreed on: config.toml took "sv" but not "sv-FI"; events,
+# mails and CSV columns took "sv-FI" but not "en-x-a"; the folders, "en-x-a" but not "sv-FI".
+ONE_RULE = ["sv", "sv-FI", "zh-Hant", "en-x-a", "SV", "svenska", "sv/.."]
+
+
+@pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("code", ONE_RULE, ids=repr)
+def test_every_place_keeps_the_one_rule(tmp_path: Path, place: object, code: str) -> None:
+    assert place(tmp_path, code) is is_language(code)  # type: ignore[operator]
+
+
+def test_a_line_end_is_no_part_of_an_events_code(tmp_path: Path) -> None:
+    """The old rule matched with `$`, which also matches before a final line end."""
+    assert not event_takes(tmp_path, "sv\\n")
+
+
+@pytest.mark.parametrize(
+    ("folder", "taken"), [("sv", True), ("sv-fi", True), ("en-x-a", True), ("sv-FI", False)]
+)
+def test_a_templates_folder_is_named_by_a_code_in_lower_case(
+    tmp_path: Path, folder: str, taken: bool
+) -> None:
+    """chain() looks codes up in lower case, so a folder "sv-FI" would never be read."""
+    assert folder_taken(tmp_path, folder) is taken
