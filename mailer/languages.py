@@ -21,9 +21,18 @@ LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 LANGUAGE_EXPECTED = 'expected a language code like "sv", "en" or "sv-FI", got {}'
 
 
+# Longer than any real tag (BCP 47's longest registered ones are ~30): a code names a folder,
+# and a 300-character one would fail the look-up with "file name too long".
+MAX_LANGUAGE_CHARS = 35
+
+
 def is_language(code: object) -> bool:
     """Whether `code` is a language code by the rule above (a whole string, no newline)."""
-    return isinstance(code, str) and LANGUAGE.fullmatch(code) is not None
+    return (
+        isinstance(code, str)
+        and len(code) <= MAX_LANGUAGE_CHARS
+        and LANGUAGE.fullmatch(code) is not None
+    )
 
 
 def is_language_folder(name: str) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from mailer.cli import main
 from mailer.config import load_settings
 from mailer.errors import Collector, Problems
 from mailer.events import parse_event
@@ -13,6 +15,7 @@ from mailer.languages import chain, is_language
 from mailer.recipients import parse_csv
 from mailer.templates import TemplateFolder
 from mailer.toml_text import load_toml
+from tests.project import make_project, write_event
 from tests.test_events import BASE, DEFAULTS
 
 # (code, is it one): BCP 47's shape, primary in lower case, later subtags in any case.
@@ -90,7 +93,8 @@ def folder_taken(tmp_path: Path, code: str) -> bool:
 PLACES = [config_takes, event_takes, csv_takes]
 # Written codes the old rules disagreed on: config.toml took "sv" but not "sv-FI"; events,
 # mails and CSV columns took "sv-FI" but not "en-x-a"; the folders, "en-x-a" but not "sv-FI".
-ONE_RULE = ["sv", "sv-FI", "zh-Hant", "en-x-a", "SV", "svenska", "sv/.."]
+# A code of 300 characters named a folder too long to look up ("file name too long").
+ONE_RULE = ["sv", "sv-FI", "zh-Hant", "en-x-a", "SV", "svenska", "sv/..", "sv" + "-abcdefgh" * 33]
 
 
 @pytest.mark.parametrize("place", PLACES, ids=lambda p: p.__name__)
@@ -112,3 +116,19 @@ def test_a_templates_folder_is_named_by_a_code_in_lower_case(
 ) -> None:
     """chain() looks codes up in lower case, so a folder "sv-FI" would never be read."""
     assert folder_taken(tmp_path, folder) is taken
+
+
+def test_a_code_too_long_to_name_a_folder_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    """A 300-character code passed the rule, then failed the template look-up with
+    "file name too long" (OSError) in `check` and in the rendering worker."""
+    config = make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    code = "sv" + "-abcdefgh" * 33
+    source.write_text(
+        source.read_text().replace(
+            'name = "Anna Andersson"', f'name = "Anna Andersson"\nlanguage = "{code}"'
+        )
+    )
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "recipients.people[0].language: expected a language code" in result.output
