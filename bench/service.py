@@ -180,9 +180,9 @@ async def send_in_process(root: Path) -> dict[str, float]:
         try:
             await engine.load_all()
             planned = time.perf_counter()
-            sent = await engine.step()
+            sent = (await engine.step()).handled
             finished = time.perf_counter()
         finally:
-            await engine.transport.close()
+            await engine.close()
             await store.close()
     return {"plan_s": planned - started, "send_s": finished - planned, "sent": sent}

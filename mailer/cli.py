@@ -1,43 +1,37 @@
-"""The `mailer` command line: parses, calls one function, prints. The only module that exits."""
+"""The `mailer` command line: each command parses, loads settings, calls one function of
+`commands.py`, prints (`printing.py`) and returns its exit code. The only module that exits."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
-from babel.dates import format_timedelta
-from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
-from rich.text import Text
 
+from mailer import commands
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
-from mailer.delivery import DeliveryState
-from mailer.errors import ConfigError, MailerError, Problems, printable
-from mailer.outbox import check_events, write_previews
-from mailer.rehearsal import rehearse as run_rehearsal
-from mailer.service import read_status, requeue_failed, send_now, serve
-from mailer.sources import Loaded, find_event_files
+from mailer.errors import ConfigError, MailerError, Problems
+from mailer.logs import configure_logging
+from mailer.printing import (
+    err,
+    out,
+    print_checked,
+    print_rehearsal,
+    print_sent,
+    print_status,
+    say,
+)
+from mailer.sources import find_event_files
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
-
-# Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
-PIPE_WIDTH = 160
-# emoji=False: an error quoting ":smile:" from a file must print as written.
-out = Console(
-    highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH
-)
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
 
 CONFIG_HELP = "Configuration file (else $MAILER_CONFIG, ./config.toml, ./config.example.toml)."
 
@@ -58,18 +52,6 @@ config_option = click.option(
     callback=_or_given_before,
     help=CONFIG_HELP,
 )
-
-
-def shown(value: object) -> Text:
-    """Data (a title, a reply, a file name) as a table cell: rich markup in it is text, not
-    style (a title with `[/bold]` must not crash the table), and control characters are
-    written out, not obeyed by the terminal."""
-    return Text(printable(str(value)))
-
-
-def say(console: Console, line: str) -> None:
-    """Print one line of our own that may quote data: shown as written, one line."""
-    console.print(printable(line), markup=False)
 
 
 def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
@@ -139,26 +121,12 @@ def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
     # A bar on a terminal (checking 1,000 events takes a while); nothing in a pipe or a log.
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("checking", total=len(sources))
-        for loaded, problems in check_events(settings, sources, now=SystemClock().now()):
+        for loaded, problems in commands.check_events(settings, sources, now=SystemClock().now()):
             progress.advance(task)
             failed += bool(problems)
             print_checked(loaded, problems)
     say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
-
-
-def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
-    for note in loaded.notes:
-        say(out, f"note {note}")
-    for problem in problems:
-        say(out, str(problem))
-    if not problems and loaded.event:
-        deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
-        say(
-            out,
-            f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
-            f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
-        )
 
 
 @main.command()
@@ -189,7 +157,7 @@ def preview(
 ) -> int:
     """Render what a recipient would get, as .eml (and .html), without sending."""
     settings = settings_from(config_path)
-    written = write_previews(
+    written = commands.write_previews(
         settings,
         event_id,
         mail_name,
@@ -218,7 +186,7 @@ def run(config_path: Path | None, log_format: str) -> int:
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
-    asyncio.run(serve(settings, clock=SystemClock()))
+    asyncio.run(commands.serve(settings, clock=SystemClock()))
     return EXIT_OK
 
 
@@ -233,7 +201,7 @@ def status(
 ) -> int:
     """Per event and mail: due time and counts per state; per recipient with MAIL."""
     settings = settings_from(config_path)
-    report = asyncio.run(read_status(settings, event_id=event_id, mail=mail_name))
+    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
@@ -254,12 +222,9 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
     configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
     recipient = address.lower() if address else None
     report = asyncio.run(
-        send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
+        commands.send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
     )
-    counted = [f"{report.states[s]} {s}" for s in DeliveryState if report.states[s]]
-    say(out, ", ".join(counted) or "nothing to send")  # each once, as `status` counts them
-    if report.paused_because:
-        say(out, f"sending paused: {report.paused_because}")
+    print_sent(report)
     return EXIT_OK if report.all_sent else EXIT_PROBLEMS
 
 
@@ -271,7 +236,8 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
 def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int:
     """Put failed deliveries back in the queue."""
     settings = settings_from(config_path)
-    count = asyncio.run(requeue_failed(settings, event_id, mail_name, now=SystemClock().now()))
+    now = SystemClock().now()
+    count = asyncio.run(commands.requeue_failed(settings, event_id, mail_name, now=now))
     say(out, f"{count} failed deliveries queued again")
     return EXIT_OK
 
@@ -297,135 +263,9 @@ def rehearse(
     if event_file.is_dir():  # a folder event, named by its folder
         event_file = event_file / "event.toml"
     result = asyncio.run(
-        run_rehearsal(settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now())
-    )
-    table = Table(
-        "due",
-        "mail",
-        "to",
-        "languages",
-        "attachments",
-        "outcome",
-        title=shown(f"{result.event.id}: {result.event.title}"),
-        title_justify="left",
-    )
-    for row in result.timeline:
-        table.add_row(
-            *map(
-                shown,
-                (
-                    row.due.strftime("%Y-%m-%d %H:%M %Z"),
-                    row.mail,
-                    ", ".join(row.to),
-                    ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items()))
-                    or "nobody yet",
-                    ", ".join(row.attachments),
-                    ", ".join(f"{n} {s}" for s, n in row.states.items()),
-                ),
-            )
+        commands.rehearse(
+            settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now()
         )
-    out.print(table)
-    say(out, f"Maildir with every message: {result.maildir}")
+    )
+    print_rehearsal(result)
     return EXIT_OK
-
-
-def print_status(report: dict[str, Any], *, now: datetime) -> None:
-    """The status tables; every value from the database is shown as text (`shown`)."""
-    for event in report["events"]:
-        if not event["mails"]:  # never valid (or no mails): its error, not an empty table
-            out.print(_title(event))
-            invalid = event["error"] and not event["in_force"]
-            say(out, "nothing is planned until the file is fixed" if invalid else "no mails")
-            continue
-        table = Table("mail", "due", "", "deliveries", title=_title(event), title_justify="left")
-        for mail in event["mails"]:
-            counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
-            table.add_row(
-                shown(mail["name"]),
-                _local(mail["due"]),
-                _relative(mail["due"], now),
-                counts or "nobody yet",
-            )
-            if mail["problem"]:
-                problem = Text.assemble(("last problem:", "red"), " ", shown(mail["problem"]))
-                table.add_row("", "", "", problem)
-        out.print(table)
-        for mail in event["mails"]:
-            if "deliveries" in mail:
-                detail = Table("recipient", "state", "attempts", "last reply", "sent at")
-                for d in mail["deliveries"]:
-                    detail.add_row(
-                        shown(d["recipient"]),
-                        shown(d["state"]),
-                        str(d["attempts"]),
-                        shown(d["last_reply"] or ""),
-                        _local(d["sent_at"]),
-                    )
-                out.print(detail)
-
-
-def _title(event: dict[str, Any]) -> Text:
-    """ "id: title", with whether the file is gone or invalid, and why."""
-    title = shown(f"{event['id']}: {event['title'] or event['file']}")
-    if event["removed"]:
-        title.append(" (file removed; history kept)")
-    if event["error"]:
-        state = "the last valid version is in force" if event["in_force"] else "not in force"
-        title.append_text(Text.assemble("\n", (f"invalid; {state}:", "red"), " "))
-        title.append_text(shown(event["error"]))
-    return title
-
-
-def _relative(iso: str, now: datetime) -> str:
-    """ "in 3 days", "2 hours ago": what an organiser wants to know at a glance."""
-    delta = datetime.fromisoformat(iso) - now
-    return format_timedelta(delta, add_direction=True, locale="en", threshold=1.5)
-
-
-def _local(iso: str | None) -> str:
-    """ "2027-05-26T09:00:00+02:00" -> "2027-05-26 09:00" for a table."""
-    return "" if iso is None else iso[:16].replace("T", " ")
-
-
-def configure_logging(log_format: str, *, zone: ZoneInfo) -> None:
-    """Log to stderr (systemd's journal and Docker collect it), with times in `zone`, the
-    one `status` shows, offset included: a log line and a status row read the same clock
-    whatever the machine's own zone (a container's is often UTC)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(zone)
-        if log_format == "json"
-        else TextFormatter(zone, "%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for chatty in ("apscheduler", "watchfiles"):  # their INFO lines are not the operator's news
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-class TextFormatter(logging.Formatter):
-    """Times as `2026-12-02 09:23:05+01:00`: local to the events, with the UTC offset."""
-
-    def __init__(self, zone: ZoneInfo, fmt: str | None = None) -> None:
-        super().__init__(fmt)
-        self.zone = zone
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self.when(record).isoformat(sep=" ", timespec="seconds")
-
-    def when(self, record: logging.LogRecord) -> datetime:
-        return datetime.fromtimestamp(record.created, self.zone)
-
-
-class JsonFormatter(TextFormatter):
-    """One object a line; `time` in ISO 8601 with milliseconds and the offset."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(
-            {
-                "time": self.when(record).isoformat(timespec="milliseconds"),
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-            },
-            ensure_ascii=False,
-        )

@@ -107,6 +107,7 @@ async def _play(settings: Settings, source: Path, event: Event, *, seconds: floa
     clock = ManualClock(min(m.due for m in event.mails) - LEAD)
     span_s = (max(m.due for m in event.mails) - clock.now()).total_seconds()
     speed = max(1.0, span_s / seconds)
+    assert isinstance(settings.transport, MaildirSettings)  # the scratch one `rehearse` made
     store = await Store.open(settings.paths.database)
     engine = Engine(
         settings, store=store, transport=MaildirTransport(settings.transport.path), clock=clock
@@ -114,15 +115,14 @@ async def _play(settings: Settings, source: Path, event: Event, *, seconds: floa
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds + SLACK_S
     try:
-        await engine.catalog.sync([source])
+        await engine.plan([source])
         while (due := await store.next_due()) is not None and loop.time() < deadline:
             instant = max(clock.now(), datetime.fromtimestamp(due, UTC))
             await asyncio.sleep(min((instant - clock.now()).total_seconds() / speed, seconds))
             clock.set(instant)
             await engine.step()
     finally:
-        await engine.transport.close()
-        engine.outbox.close()
+        await engine.close()
         await store.close()
 
 

@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
-from mailer.cli import JsonFormatter, main
+from mailer.cli import main
 from mailer.clock import SystemClock
+from mailer.commands import read_status, send_now
 from mailer.config import load_settings
 from mailer.delivery import DeliveryState as S
 from mailer.engine import Engine
 from mailer.errors import ConfigError
-from mailer.service import read_status, send_now
+from mailer.logs import JsonFormatter
 from mailer.store import MIGRATIONS, Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import make_project, smtp_transport, timed_event, write_event
@@ -34,7 +35,7 @@ async def plan(settings) -> None:  # type: ignore[no-untyped-def]
     engine = Engine(
         settings, store=store, transport=MaildirTransport(Path("/nonexistent")), clock=SystemClock()
     )
-    await engine.catalog.load_all()
+    await engine.plan()
     await store.close()
 
 

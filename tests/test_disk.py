@@ -78,7 +78,7 @@ async def test_a_maildir_that_cannot_be_written_is_retried_not_marked_sent(tmp_p
         (tmp_path / "var" / "maildir" / "new").unlink()  # the operator fixes it
         (tmp_path / "var" / "maildir" / "new").mkdir()
         clock.advance(timedelta(minutes=5))
-        assert await engine.step() == 2
+        assert (await engine.step()).handled == 2
     assert set(states(tmp_path).values()) == {"sent"}
 
 

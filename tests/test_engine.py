@@ -24,7 +24,9 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from mailer import reading
 from mailer.clock import ManualClock, SystemClock
 from mailer.config import load_settings
+from mailer.delivery import DeliveryState
 from mailer.engine import Engine
+from mailer.sending import StepResult
 from mailer.sources import find_event_files
 from mailer.store import LEASE_S, Store
 from mailer.transports.maildir import MaildirTransport
@@ -50,7 +52,7 @@ async def engine_at(root: Path, clock: ManualClock) -> AsyncIterator[Engine]:
         await engine.load_all()
         yield engine
     finally:
-        await engine.transport.close()
+        await engine.close()
         await store.close()
 
 
@@ -66,6 +68,11 @@ def maildir(root: Path) -> list[tuple[str, str]]:
     return sorted((str(m["To"]), str(m["Subject"])) for m in box)
 
 
+def db_ids(root: Path, sql: str) -> list[int]:
+    with sqlite3.connect(root / "var" / "mailer.sqlite3") as db:
+        return [row[0] for row in db.execute(sql)]
+
+
 async def states(engine: Engine) -> dict[str, dict[str, int]]:
     return {
         m.mail: {k.value: v for k, v in m.counts.items() if v}
@@ -78,20 +85,33 @@ async def test_a_mail_goes_out_at_its_time_once_and_a_restart_replays_nothing(tm
     write_event(tmp_path, "forlabb")
     clock = ManualClock(INVITATION_DUE - timedelta(minutes=1))
     async with engine_at(tmp_path, clock) as engine:
-        assert await engine.step() == 0
+        assert (await engine.step()).handled == 0
         assert await states(engine) == {
             "invitation": {"scheduled": 2},
             "reminder": {"scheduled": 2},
         }
         clock.advance(timedelta(minutes=1))
-        assert await engine.step() == 2
+        assert (await engine.step()).handled == 2
         assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"scheduled": 2}}
     async with engine_at(tmp_path, clock) as engine:  # a restart
-        assert await engine.step() == 0
+        assert (await engine.step()).handled == 0
     assert [to for to, _ in maildir(tmp_path)] == [
         "Anna Andersson <anna@example.org>",
         "Björn Östlund <bjorn@example.org>",
     ]
+
+
+async def test_a_step_returns_how_each_delivery_it_handled_ended(tmp_path: Path):
+    """What a step did is its return value (what `mailer send` reports), not engine state."""
+    make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
+        done = await engine.step()
+        sent = db_ids(tmp_path, "SELECT id FROM deliveries WHERE state = 'sent'")
+        assert done.handled == 2 and done.paused_because is None
+        assert done.outcomes == {id_: DeliveryState.SENT for id_ in sent} and len(sent) == 2
+        assert not hasattr(engine, "outcomes")
+        assert (await engine.step()) == StepResult({}, 0, None)  # nothing due: nothing done
 
 
 async def test_what_fell_due_while_down_goes_out_at_once_and_what_expired_never(tmp_path: Path):
@@ -101,7 +121,7 @@ async def test_what_fell_due_while_down_goes_out_at_once_and_what_expired_never(
     async with engine_at(
         tmp_path, ManualClock(datetime(2027, 6, 16, 9, 30, tzinfo=STOCKHOLM))
     ) as engine:
-        assert await engine.step() == 0
+        assert (await engine.step()).handled == 0
         assert await states(engine) == {"invitation": {"expired": 2}, "reminder": {"expired": 2}}
     assert maildir(tmp_path) == []
 
@@ -110,7 +130,7 @@ async def test_a_late_start_still_sends_what_is_within_its_expiry(tmp_path: Path
     make_project(tmp_path)
     write_event(tmp_path, "forlabb")
     async with engine_at(tmp_path, ManualClock(REMINDER_DUE + timedelta(hours=3))) as engine:
-        assert await engine.step() == 4
+        assert (await engine.step()).handled == 4
     assert len(maildir(tmp_path)) == 4
 
 
@@ -119,7 +139,7 @@ async def test_an_edit_moves_what_is_pending_and_keeps_what_was_sent(tmp_path: P
     source = write_event(tmp_path, "forlabb")
     clock = ManualClock(INVITATION_DUE)
     async with engine_at(tmp_path, clock) as engine:
-        assert await engine.step() == 2
+        assert (await engine.step()).handled == 2
         # The event moves a week later and Anna is no longer registered.
         text = source.read_text().replace("2027-06-16", "2027-06-23")
         source.write_text(
@@ -129,15 +149,15 @@ async def test_an_edit_moves_what_is_pending_and_keeps_what_was_sent(tmp_path: P
                 1,
             )
         )
-        await engine.catalog.sync([source])
+        await engine.plan([source])
         assert await states(engine) == {
             "invitation": {"sent": 2},
             "reminder": {"scheduled": 1, "cancelled": 1},
         }
         clock.set(REMINDER_DUE)  # the old reminder time: nothing is due any more
-        assert await engine.step() == 0
+        assert (await engine.step()).handled == 0
         clock.set(REMINDER_DUE + timedelta(days=7))
-        assert await engine.step() == 1
+        assert (await engine.step()).handled == 1
     assert len(maildir(tmp_path)) == 3
 
 
@@ -155,7 +175,7 @@ async def test_an_invalid_file_keeps_the_last_valid_plan_in_force_across_a_resta
             "reminder": {"scheduled": 2},
         }
         clock.set(INVITATION_DUE)
-        assert await engine.step() == 2  # sent under the last valid version
+        assert (await engine.step()).handled == 2  # sent under the last valid version
     assert len(maildir(tmp_path)) == 2
 
 
@@ -165,7 +185,7 @@ async def test_a_deleted_file_cancels_what_has_not_gone_out_and_keeps_history(tm
     async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
         await engine.step()
         source.unlink()
-        await engine.catalog.sync([source])
+        await engine.plan([source])
         assert await states(engine) == {"invitation": {"sent": 2}, "reminder": {"cancelled": 2}}
 
 
@@ -180,7 +200,7 @@ async def test_a_crash_mid_send_puts_claimed_deliveries_back_once_their_lease_ru
         assert len(claimed) == 2  # taken for sending, then the process "dies"
     clock.advance(timedelta(seconds=LEASE_S))  # and renews nothing (it is this process: alive)
     async with engine_at(tmp_path, clock) as engine:
-        assert await engine.step() == 2
+        assert (await engine.step()).handled == 2
     assert len(maildir(tmp_path)) == 2
 
 
@@ -201,7 +221,7 @@ async def test_a_restart_leaves_unchanged_events_unparsed_until_a_mail_is_due(tm
     async with engine_at(tmp_path, clock) as engine:  # a restart: the files are unchanged
         assert engine.catalog.events == {} and engine.catalog.in_force == 1
         clock.set(INVITATION_DUE)
-        assert await engine.step() == 2
+        assert (await engine.step()).handled == 2
         assert set(engine.catalog.events) == {"forlabb"}  # parsed when its mail fell due
     assert len(maildir(tmp_path)) == 2
 
@@ -213,7 +233,7 @@ async def test_memory_holds_a_bounded_number_of_parsed_events(tmp_path: Path):
     for number in range(MAX_PARSED + 4):
         write_event(tmp_path, f"forlabb-{number}")
     async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
-        assert await engine.step() == 2 * (MAX_PARSED + 4)  # every one parsed and sent
+        assert (await engine.step()).handled == 2 * (MAX_PARSED + 4)  # every one parsed and sent
         assert len(engine.catalog.events) == MAX_PARSED
         assert engine.catalog.in_force == MAX_PARSED + 4
 

@@ -637,10 +637,10 @@ async def test_a_recipient_listed_twice_in_another_case_gets_one_delivery(tmp_pa
     # Fixed to one line, sent; then the case of the address changes: still the same person.
     (source.parent / "people.csv").write_text(csv_text([["email"], ["Anna@Example.org"]]))
     async with engine_at(tmp_path, ManualClock(INVITATION_DUE)) as engine:
-        assert await engine.step() == 1
+        assert (await engine.step()).handled == 1
         (source.parent / "people.csv").write_text(csv_text([["email"], ["ANNA@example.org"]]))
         await engine.catalog.sync([source])
-        assert await engine.step() == 0
+        assert (await engine.step()).handled == 0
         assert await states(engine) == {"invitation": {"sent": 1}}
     assert [to for to, _ in maildir(tmp_path)] == ["Anna@example.org"]
 
@@ -674,5 +674,5 @@ async def test_an_invalid_edit_never_cancels_the_last_valid_plan(tmp_path: Path,
         error = (await engine.store.events())["forlabb"].error
         assert error and all(line.startswith(f"{source}: ") for line in error.splitlines())
         clock.set(INVITATION_DUE)
-        assert await engine.step() == 2  # sent under the last valid version
+        assert (await engine.step()).handled == 2  # sent under the last valid version
     assert len(maildir(tmp_path)) == 2

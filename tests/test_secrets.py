@@ -174,7 +174,7 @@ async def attempt_once(root: Path, transport_config: str, **tls: Any) -> None:
     engine = Engine(settings, store=store, transport=transport, clock=ManualClock(INVITATION_DUE))
     try:
         await engine.load_all()
-        assert await engine.step() == 1
+        assert (await engine.step()).handled == 1
     finally:
         await transport.close()
         await store.close()

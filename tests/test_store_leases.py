@@ -80,7 +80,7 @@ async def test_a_step_renews_its_leases_while_it_sends(
         tls_context=smtp_server.client_context(),
     )
     engine = Engine(settings, store=store, transport=transport, clock=clock)
-    engine.heartbeat_s = 0.05
+    engine.sender.heartbeat_s = 0.05
     smtp_server.faults.stall_at_data = 1
     try:
         await engine.catalog.load_all()
@@ -89,7 +89,7 @@ async def test_a_step_renews_its_leases_while_it_sends(
         clock.advance(timedelta(seconds=3 * LEASE_S))  # the message takes long to go out
         await asyncio.sleep(0.5)  # ten beats
         assert await other.claim_due(clock.now().timestamp(), limit=5) == ([], 0)
-        assert await asyncio.wait_for(step, timeout=20) == 1
+        assert (await asyncio.wait_for(step, timeout=20)).handled == 1
     finally:
         await transport.close()
         await other.close()

@@ -64,7 +64,7 @@ async def refused_once(root: Path, server: SmtpServer) -> None:
     server.faults.script = [REPLY]
     try:
         await engine.load_all()
-        assert await engine.step() == 1
+        assert (await engine.step()).handled == 1
     finally:
         await transport.close()
         await store.close()

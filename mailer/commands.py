@@ -1,7 +1,9 @@
-"""What each command does to the service: open the store and the transport, run, close.
+"""What each command does: open the store and the transport, call the engine, close.
 
-`mailer run`, `send`, `retry` and `status` each call one function here; the engine itself
-knows nothing of commands.
+Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
+`requeue_failed` (retry), `read_status` (status), `check_events` (check), `write_previews`
+(preview) and `rehearse`; the last three are the outbox's and rehearsal.py's, named here so
+that the commands are found in one place. The engine itself knows nothing of commands.
 """
 
 from __future__ import annotations
@@ -20,11 +22,26 @@ from mailer.config import Settings, SmtpSettings
 from mailer.delivery import DeliveryState
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
+from mailer.outbox import check_events, write_previews
+from mailer.rehearsal import rehearse
 from mailer.status import status_report
 from mailer.store import Narrow, Store, is_damaged
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
+
+__all__ = [
+    "SENDABLE",
+    "SendReport",
+    "check_events",
+    "read_status",
+    "rehearse",
+    "requeue_failed",
+    "send_now",
+    "serve",
+    "transport_for",
+    "write_previews",
+]
 
 
 def transport_for(settings: Settings) -> Transport:
@@ -94,30 +111,29 @@ async def send_now(
     store = await Store.open(settings.paths.database)
     engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
     try:
-        await engine.catalog.load_all()
+        await engine.plan()
         await _check_asked(engine, settings, event_id, mail, recipient)
         asked = {
             d.recipient
             for d in await store.deliveries_of(event_id, mail)
             if d.state in SENDABLE and recipient in (None, d.recipient)
         }
-        started = engine._now()
+        started = engine.now()
         await store.requeue(event_id, mail, recipient=recipient, now=started, states=SENDABLE)
-        await engine.step(only=Narrow(event_id, mail, recipient), due_by=started)
+        step = await engine.step(only=Narrow(event_id, mail, recipient), due_by=started)
         after = await store.deliveries_of(event_id, mail)
         states = Counter(DeliveryState(d.state) for d in after if d.recipient in asked)
-        return SendReport(states, engine.paused_because)
+        return SendReport(states, step.paused_because)
     finally:
-        await engine.transport.close()
-        engine.outbox.close()
+        await engine.close()
         await store.close()
 
 
 async def _check_asked(
     engine: Engine, settings: Settings, event_id: str, mail: str, recipient: str | None
 ) -> None:
-    event = await engine.catalog.event(event_id)
-    found = event and next((m for m in event.mails if m.name == mail), None)
+    event = await engine.event(event_id)
+    found = None if event is None else next((m for m in event.mails if m.name == mail), None)
     if event is None or found is None:
         raise MailerError(
             f'no mail "{mail}" in a valid event "{event_id}"', source=settings.paths.schedules

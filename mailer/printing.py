@@ -1,0 +1,152 @@
+"""What the commands print: lines that may quote data, and the check, send, status and
+rehearse results, as rich tables on a terminal and plain text in a pipe."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+from babel.dates import format_timedelta
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mailer.commands import SendReport
+from mailer.delivery import DeliveryState
+from mailer.errors import MailerError, printable
+from mailer.rehearsal import Rehearsal
+from mailer.sources import Loaded
+
+# Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
+PIPE_WIDTH = 160
+# emoji=False: an error quoting ":smile:" from a file must print as written.
+out = Console(
+    highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else PIPE_WIDTH
+)
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
+
+
+def shown(value: object) -> Text:
+    """Data (a title, a reply, a file name) as a table cell: rich markup in it is text, not
+    style (a title with `[/bold]` must not crash the table), and control characters are
+    written out, not obeyed by the terminal."""
+    return Text(printable(str(value)))
+
+
+def say(console: Console, line: str) -> None:
+    """Print one line of our own that may quote data: shown as written, one line."""
+    console.print(printable(line), markup=False)
+
+
+def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
+    """One checked event file: its notes and problems, or what it would send."""
+    for note in loaded.notes:
+        say(out, f"note {note}")
+    for problem in problems:
+        say(out, str(problem))
+    if not problems and loaded.event:
+        deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
+        say(
+            out,
+            f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
+            f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
+        )
+
+
+def print_sent(report: SendReport) -> None:
+    """What `mailer send` did: each delivery once, as `status` counts them."""
+    counted = [f"{report.states[s]} {s}" for s in DeliveryState if report.states[s]]
+    say(out, ", ".join(counted) or "nothing to send")
+    if report.paused_because:
+        say(out, f"sending paused: {report.paused_because}")
+
+
+def print_rehearsal(result: Rehearsal) -> None:
+    """The rehearsed timeline, one row a mail, and where its messages are."""
+    table = Table(
+        "due",
+        "mail",
+        "to",
+        "languages",
+        "attachments",
+        "outcome",
+        title=shown(f"{result.event.id}: {result.event.title}"),
+        title_justify="left",
+    )
+    for row in result.timeline:
+        languages = ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items()))
+        cells = (
+            row.due.strftime("%Y-%m-%d %H:%M %Z"),
+            row.mail,
+            ", ".join(row.to),
+            languages or "nobody yet",
+            ", ".join(row.attachments),
+            ", ".join(f"{n} {s}" for s, n in row.states.items()),
+        )
+        table.add_row(*map(shown, cells))
+    out.print(table)
+    say(out, f"Maildir with every message: {result.maildir}")
+
+
+def print_status(report: dict[str, Any], *, now: datetime) -> None:
+    """The status tables; every value from the database is shown as text (`shown`)."""
+    for event in report["events"]:
+        if not event["mails"]:  # never valid (or no mails): its error, not an empty table
+            out.print(_title(event))
+            invalid = event["error"] and not event["in_force"]
+            say(out, "nothing is planned until the file is fixed" if invalid else "no mails")
+            continue
+        table = Table("mail", "due", "", "deliveries", title=_title(event), title_justify="left")
+        for mail in event["mails"]:
+            counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
+            table.add_row(
+                shown(mail["name"]),
+                _local(mail["due"]),
+                _relative(mail["due"], now),
+                counts or "nobody yet",
+            )
+            if mail["problem"]:
+                problem = Text.assemble(("last problem:", "red"), " ", shown(mail["problem"]))
+                table.add_row("", "", "", problem)
+        out.print(table)
+        _print_deliveries(event["mails"])
+
+
+def _print_deliveries(mails: list[dict[str, Any]]) -> None:
+    """Per recipient, for the mail `status EVENT MAIL` names."""
+    for mail in mails:
+        if "deliveries" in mail:
+            detail = Table("recipient", "state", "attempts", "last reply", "sent at")
+            for d in mail["deliveries"]:
+                detail.add_row(
+                    shown(d["recipient"]),
+                    shown(d["state"]),
+                    str(d["attempts"]),
+                    shown(d["last_reply"] or ""),
+                    _local(d["sent_at"]),
+                )
+            out.print(detail)
+
+
+def _title(event: dict[str, Any]) -> Text:
+    """ "id: title", with whether the file is gone or invalid, and why."""
+    title = shown(f"{event['id']}: {event['title'] or event['file']}")
+    if event["removed"]:
+        title.append(" (file removed; history kept)")
+    if event["error"]:
+        state = "the last valid version is in force" if event["in_force"] else "not in force"
+        title.append_text(Text.assemble("\n", (f"invalid; {state}:", "red"), " "))
+        title.append_text(shown(event["error"]))
+    return title
+
+
+def _relative(iso: str, now: datetime) -> str:
+    """ "in 3 days", "2 hours ago": what an organiser wants to know at a glance."""
+    delta = datetime.fromisoformat(iso) - now
+    return format_timedelta(delta, add_direction=True, locale="en", threshold=1.5)
+
+
+def _local(iso: str | None) -> str:
+    """ "2027-05-26T09:00:00+02:00" -> "2027-05-26 09:00" for a table."""
+    return "" if iso is None else iso[:16].replace("T", " ")

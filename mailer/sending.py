@@ -1,0 +1,264 @@
+"""One step of the service: send what is due now over `connections` sessions, record each
+outcome, pause on a fault every message would share.
+
+Each session takes the next claimed delivery, composes it, hands it to the transport and waits
+until its outcome is committed before taking the next, so a crash can repeat at most the
+messages in flight (SPEC §5.3). While a step holds claims it renews their leases (SPEC §9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiosqlite
+
+from mailer.catalog import Catalog
+from mailer.clock import Clock
+from mailer.config import Settings
+from mailer.delivery import DeliveryState, Outcome, Verdict
+from mailer.errors import MailerError
+from mailer.outbox import Outbox
+from mailer.policy import RetryPolicy
+from mailer.store import HEARTBEAT_S, Attempt, Claimed, Narrow, Store
+from mailer.transports.base import Transport
+
+log = logging.getLogger("mailer")
+
+# How many due deliveries one claim takes: enough to keep every session busy between two
+# claims, few enough that a crash leaves little to put back in the queue.
+CLAIM_BATCH = 100
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step did: how each delivery it handled ended, by id; how many it handled;
+    and, if sending is paused, why (what `mailer send` reports)."""
+
+    outcomes: Mapping[int, DeliveryState]
+    handled: int
+    paused_because: str | None
+
+
+class _Claims:
+    """The deliveries one step has claimed, taken by its sessions one at a time."""
+
+    def __init__(self, sender: Sender, *, only: Narrow | None, due_by: float | None) -> None:
+        self.waiting: deque[Claimed] = deque()
+        self._lock = asyncio.Lock()
+        self._sender = sender
+        self._only = only
+        self._due_by = due_by
+
+    async def take(self) -> Claimed | None:
+        """The next delivery, claiming a batch when none is left; None when done or halted."""
+        sender = self._sender
+        async with self._lock:
+            if not self.waiting and sender.may_go_on():
+                due_by = sender.now() if self._due_by is None else self._due_by
+                batch, expired = await sender.store.claim_due(
+                    due_by, limit=CLAIM_BATCH, only=self._only
+                )
+                if expired:
+                    log.warning("%d deliveries expired before they could be sent", expired)
+                self.waiting.extend(batch)
+            return self.waiting.popleft() if self.waiting and sender.may_go_on() else None
+
+
+class Sender:
+    """Sends, records and pauses; the engine decides when a step runs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        transport: Transport,
+        outbox: Outbox,
+        catalog: Catalog,
+        clock: Clock,
+        rng: random.Random,
+        stopping: asyncio.Event,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.outbox = outbox
+        self.catalog = catalog
+        self.clock = clock
+        self.policy = RetryPolicy.from_settings(settings.sending)
+        self.rng = rng
+        self._stopping = stopping
+        self._wakeup = wakeup  # set when a retry is planned: the engine re-arms its wake-up
+        self.paused_until: float | None = None
+        self.paused_because: str | None = None
+        # Left over from a step the store failed: outcomes of messages that did go out (to be
+        # recorded, never sent again) and claims to put back in the queue.
+        self._unrecorded: dict[int, Attempt] = {}
+        self._unreleased: set[int] = set()
+        self.heartbeat_s = HEARTBEAT_S  # how often a step renews its leases (SPEC §9)
+
+    async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> StepResult:
+        """Send everything due now over `connections` concurrent sessions.
+
+        A session that finds nothing left claims the next batch. `due_by` stops it from
+        taking what falls due (a retry) after that instant: `mailer send` makes one pass.
+        """
+        await self._settle_leftovers()
+        if self.is_paused():
+            return StepResult({}, 0, self.paused_because)
+        self.paused_because = None  # a pause that has ended is not news of this step
+        claims = _Claims(self, only=only, due_by=due_by)
+        # Per step, not for the life of the service: that would grow by one entry per delivery.
+        outcomes: dict[int, DeliveryState] = {}
+        heartbeat = asyncio.create_task(self._renew_leases())
+        try:  # one session failing (the store) stops the others: a TaskGroup cancels them
+            async with asyncio.TaskGroup() as sessions:
+                tasks = [
+                    sessions.create_task(self._session(claims, outcomes))
+                    for _ in range(self.settings.sending.connections)
+                ]
+        finally:  # paused, stopping or failed with claims in hand: back to the queue
+            await self._put_back(claims.waiting)
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        handled = sum(task.result() for task in tasks)
+        return StepResult(outcomes, handled, self.paused_because)
+
+    async def _session(self, claims: _Claims, outcomes: dict[int, DeliveryState]) -> int:
+        """Deliver one claimed delivery after another; how many."""
+        handled = 0
+        while (delivery := await claims.take()) is not None:
+            try:
+                outcomes[delivery.id] = await self.deliver(delivery)
+            except BaseException:
+                # Stopped mid-send, or the store failed: back to the queue, to be tried
+                # again (it may have gone out: at-least-once for what is in flight);
+                # unless it went out and only its record failed.
+                if delivery.id not in self._unrecorded:
+                    claims.waiting.appendleft(delivery)
+                raise
+            handled += 1
+        return handled
+
+    async def _put_back(self, claimed: deque[Claimed]) -> None:
+        """Claims a step ends with in hand go back to the queue, even if it is cancelled."""
+        if claimed:
+            ids = [c.id for c in claimed]
+            self._unreleased.update(ids)
+            await asyncio.shield(self.store.release(ids))
+            self._unreleased.difference_update(ids)
+
+    async def _renew_leases(self) -> None:
+        """While a step holds claims: renew their leases, so that no other process takes
+        them back as a stopped one's. A renewal the store fails is tried at the next beat
+        (the step's own store calls say what is wrong)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                await self.store.renew_leases(self.now())
+            except (aiosqlite.Error, OSError):
+                continue
+
+    async def _settle_leftovers(self) -> None:
+        """Finish what a failed step left: record what went out, requeue what did not."""
+        if self._unrecorded:
+            await self.store.record_now(list(self._unrecorded.values()))
+            self._unrecorded.clear()
+        if self._unreleased:
+            await self.store.release(sorted(self._unreleased))
+            self._unreleased.clear()
+
+    def may_go_on(self) -> bool:
+        """Whether a session may take another delivery: not stopping, not paused."""
+        return not self._stopping.is_set() and not self.is_paused()
+
+    def is_paused(self) -> bool:
+        return self.paused_until is not None and self.now() < self.paused_until
+
+    def _pause(self, reply: str) -> None:
+        """A fault every message would share (a refused login, a refused certificate): stop
+        sending until `backoff_first` has passed, instead of failing one login per delivery
+        (which can also lock the account), and say loudly what to fix."""
+        if self.is_paused():  # the other sessions in flight hit the same wall
+            return
+        pause_s = self.settings.sending.backoff_first.total_seconds()
+        self.paused_until = self.now() + pause_s
+        self.paused_because = reply
+        log.error("sending paused for %.0f s until this is fixed: %s", pause_s, reply)
+
+    async def deliver(self, claimed: Claimed) -> DeliveryState:
+        """Compose, send and record one delivery; the state it ended in."""
+        found = await self.catalog.find(claimed.event, claimed.mail, claimed.recipient)
+        if found is None:  # edited away since it was planned: never sent, not an error
+            await self.store.set_state(
+                [claimed.id], DeliveryState.CANCELLED, reply="no longer in the event"
+            )
+            return DeliveryState.CANCELLED
+        event, mail, recipient = found
+        now = self.clock.now()
+        try:
+            message = await self.outbox.compose_async(event, mail, recipient, now=now)
+        except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
+            outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
+        else:
+            outcome = await self.transport.send(
+                message, sender=self.settings.sender.from_, recipient=recipient.address
+            )
+        return await self.record(claimed, outcome)
+
+    async def record(self, claimed: Claimed, outcome: Outcome) -> DeliveryState:
+        """Commit one attempt and the state the retry policy gives it; log it."""
+        attempt = self._attempt(claimed, outcome)
+        try:
+            await self.store.record(attempt)
+        except BaseException:  # the message went out: record it later, never send it again
+            self._unrecorded[claimed.id] = attempt
+            raise
+        state = attempt.state
+        level = logging.INFO if state is DeliveryState.SENT else logging.WARNING
+        log.log(
+            level,
+            "%s/%s to %s: %s (%s)",
+            claimed.event,
+            claimed.mail,
+            claimed.recipient,
+            state.value,
+            outcome.reply,
+        )
+        if outcome.needs_attention:
+            self._pause(outcome.reply)
+        if attempt.next_attempt is not None:
+            self._wakeup.set()
+        return state
+
+    def _attempt(self, claimed: Claimed, outcome: Outcome) -> Attempt:
+        """The attempt to record: the outcome, and what the retry policy makes of it now."""
+        now = self.now()
+        step = self.policy.after(
+            outcome.verdict,
+            attempts_made=claimed.attempts + 1,
+            first_attempt=claimed.first_attempt if claimed.first_attempt is not None else now,
+            expires=claimed.expires,
+            now=now,
+            rng=self.rng,
+        )
+        return Attempt(
+            delivery=claimed.id,
+            at=now,
+            verdict=outcome.verdict.value,
+            code=outcome.code,
+            reply=outcome.reply,
+            state=step.state,
+            attempts=claimed.attempts + 1,
+            next_attempt=step.next_attempt,
+        )
+
+    def now(self) -> float:
+        """The engine's clock, in POSIX seconds (what the store keeps)."""
+        return self.clock.now().timestamp()
