@@ -22,6 +22,7 @@ check: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check mailer tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

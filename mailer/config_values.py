@@ -41,7 +41,7 @@ def quote(value: object) -> str:
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
     """Anchor a relative path at the config file's folder, so the service runs from anywhere."""
-    base = (info.context or {}).get("base", Path("."))
+    base: Path = (info.context or {}).get("base", Path("."))
     return (base / value.expanduser()).absolute()
 
 

@@ -297,5 +297,5 @@ def _text(value: object, *, key: str, problems: Collector, one_line: bool = True
     if one_line and CONTROL.search(value):
         problems.add(key, f"must be one line without control characters, got {value!r}")
     elif not one_line:
-        value = body_text(value, key=key, problems=problems)
+        value = str(body_text(value, key=key, problems=problems))
     return value.strip()

@@ -123,7 +123,7 @@ class Outbox:
         """Compose every mail for every recipient; the problems, at most a few per mail."""
         problems: list[MailerError] = []
         for mail in event.mails:
-            found = self.renderer.check_mail(event, mail)
+            found: list[MailerError] = list(self.renderer.check_mail(event, mail))
             if not found:
                 found = self._check_recipients(event, mail, now=now)
             problems += found

@@ -36,7 +36,7 @@ class RetryPolicy:
     def backoff_s(self, attempts_made: int, rng: random.Random) -> float:
         """Doubling from backoff_first up to backoff_max, ±20% so that retries of a whole
         batch refused at once do not hit the server again in one burst."""
-        base = min(self.backoff_max_s, self.backoff_first_s * 2 ** max(0, attempts_made - 1))
+        base = min(self.backoff_max_s, self.backoff_first_s * 2.0 ** max(0, attempts_made - 1))
         return base * rng.uniform(0.8, 1.2)
 
     def after(

@@ -59,7 +59,8 @@ class RenderPool:
             self._slots = asyncio.Semaphore(self.size)
         async with self._slots:
             for attempt in (1, 2):
-                worker = self._take_idle() or await asyncio.to_thread(self._start)
+                idle = self._take_idle()
+                worker = idle if idle is not None else await asyncio.to_thread(self._start)
                 try:
                     reply = await self._exchange(worker, event, mail, recipient)
                 except BaseException:
@@ -193,7 +194,7 @@ class RenderPool:
             files = self._names.template_files(event, mail, who)
         except MailerError:
             return []
-        found = []
+        found: list[tuple[int, int, int] | None] = []
         for _, shown in files:
             try:
                 status = os.stat(self.templates_dir.parent / shown)

@@ -84,7 +84,8 @@ def as_typed(path: Path) -> Path:
 
 def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
     """Read and validate one event file; never raises for bad input, reports it in `error`."""
-    text, csv_text, notes = "", None, ()
+    text, csv_text = "", None
+    notes: tuple[str, ...] = ()
     try:
         text, doc, csv_text, notes = _read_files(source)
         event = parse_event(doc, source=source, defaults=defaults, csv_text=csv_text)

@@ -35,7 +35,7 @@ class StoreTrouble:
                     STORE_PAUSE_MAX_S,
                 )
         self.failures += 1
-        return min(STORE_PAUSE_S * 2 ** (self.failures - 1), STORE_PAUSE_MAX_S)
+        return min(STORE_PAUSE_S * 2.0 ** (self.failures - 1), STORE_PAUSE_MAX_S)
 
     def succeeded(self) -> None:
         """The store works again: say so once, and start counting afresh."""

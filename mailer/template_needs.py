@@ -48,7 +48,7 @@ class TemplateFacts:
 
     def __init__(self, folder: TemplateFolder) -> None:
         self._folder = folder
-        self._read: dict[tuple[str, object], tuple[Facts, list[str]]] = {}
+        self._read: dict[tuple[str, tuple[int, int, int] | None], tuple[Facts, list[str]]] = {}
 
     def facts(self, name: str) -> Facts:
         """What the template's files, in every language, and the layouts they use state."""
@@ -70,6 +70,8 @@ class TemplateFacts:
         seen.add(name)
         try:
             text, filename, _ = loader(env).get_source(env, name)
+            if filename is None:  # our loader always names the file; a string has no facts
+                return []
             cached = (filename, identity(Path(filename)))
             if cached not in self._read:
                 self._read[cached] = read_facts(env, text, self._folder.show(filename))
