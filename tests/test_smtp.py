@@ -16,7 +16,9 @@ import pytest
 
 from mailer.config import SmtpSettings
 from mailer.delivery import Outcome, Verdict
-from mailer.transports.smtp import MASK, NO_STARTTLS, SmtpTransport, scrub
+from mailer.transports.masking import MASK, scrub
+from mailer.transports.smtp import SmtpTransport
+from mailer.transports.smtp_faults import NO_STARTTLS
 from tests.smtpd import BUSY_REPLY, USERNAME, Received, SmtpServer, serve_smtp, smtp_settings
 
 pytestmark = pytest.mark.timeout(10)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
-import re
 import socket
 import ssl
 from dataclasses import dataclass, replace
@@ -17,6 +14,15 @@ from aiolimiter import AsyncLimiter
 
 from mailer import config
 from mailer.delivery import Outcome, Verdict
+from mailer.transports.masking import scrub
+from mailer.transports.smtp_faults import (
+    NO_STARTTLS,
+    Refused,
+    by_code,
+    configuration_problem,
+    connection_problem,
+    server_of,
+)
 
 log = logging.getLogger("mailer.smtp")
 
@@ -25,18 +31,6 @@ log = logging.getLogger("mailer.smtp")
 IDLE_CHECK_S = 30.0
 # QUIT at shutdown is a courtesy: a silent server must not hold the service up longer than this.
 QUIT_TIMEOUT_S = 5.0
-NO_STARTTLS = (
-    "the server does not offer STARTTLS; refusing to send in plain text "
-    '(set transport.security = "none" only for a trusted local relay)'
-)
-# What stands for the password wherever a server's reply quoted it.
-MASK = "********"
-# A run of base64 letters: AUTH PLAIN carries the password as base64 of
-# "authzid NUL user NUL password", AUTH LOGIN as base64 of the password alone.
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{4,}=*")
-# A decoded run holding this many bytes of the password in a row is masked: a server that
-# quotes only part of the argument still gives the password away in part.
-SECRET_WINDOW = 8
 # What a session can fail with below the SMTP replies: aiosmtplib's errors (disconnects and
 # timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
 _SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
@@ -64,10 +58,6 @@ async def transact(
             await client.rset()
         raise
     return response.message
-
-
-class _Refused(Exception):
-    """The server cannot be used as configured (no STARTTLS, no AUTH): a person must act."""
 
 
 @dataclass
@@ -148,7 +138,7 @@ class SmtpTransport:
     ) -> Outcome:
         try:
             client = await self._ready(slot)
-        except (_Refused, *_SESSION_ERRORS) as exc:
+        except (Refused, *_SESSION_ERRORS) as exc:
             return self._session_failure(exc)
         options = []
         if not (sender + recipient).isascii():
@@ -163,7 +153,7 @@ class SmtpTransport:
         except aiosmtplib.SMTPResponseException as exc:  # refused, and RSET: the session stays
             if not client.is_connected:  # 421: the server is closing the session
                 _drop(slot)
-            return _by_code(exc.code, exc.message)
+            return by_code(exc.code, exc.message)
         except _SESSION_ERRORS as exc:
             _drop(slot)
             return self._session_failure(exc)
@@ -184,7 +174,7 @@ class SmtpTransport:
             except _SESSION_ERRORS as exc:  # not a delivery failure: nothing was sent yet
                 gone = self._scrub(str(exc))
                 log.debug(
-                    "session to %s idle %.0f s is gone (%s)", _server(self.settings), idle_s, gone
+                    "session to %s idle %.0f s is gone (%s)", server_of(self.settings), idle_s, gone
                 )
         _drop(slot)
         slot.client = await self._connect()
@@ -201,7 +191,7 @@ class SmtpTransport:
         settings = self.settings
         if self._local_hostname is None:  # aiosmtplib would look it up again for every client
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-        log.debug("connecting to %s (security %s)", _server(settings), settings.security)
+        log.debug("connecting to %s (security %s)", server_of(settings), settings.security)
         client = aiosmtplib.SMTP(
             hostname=settings.host,
             port=settings.port,
@@ -217,7 +207,7 @@ class SmtpTransport:
             if settings.security == "starttls":
                 await client.ehlo()
                 if not client.supports_extension("starttls"):
-                    raise _Refused(NO_STARTTLS)
+                    raise Refused(NO_STARTTLS)
                 await client.starttls()
             await _greet(client)
             if settings.username is not None:
@@ -237,21 +227,21 @@ class SmtpTransport:
         preferred = _AUTH_PLAIN_TEXT if self.settings.security == "none" else _AUTH_OVER_TLS
         mechanism = next((name for name in preferred if name in offered), None)
         if mechanism is None:
-            raise _Refused(
+            raise Refused(
                 "the server does not offer AUTH on this connection: check transport.security, "
                 "or leave out transport.username if the server needs no login"
             )
         password = self.settings.password
         secret = password.get_secret_value() if password else ""
-        log.debug("logging in to %s with AUTH %s", _server(self.settings), mechanism.upper())
+        log.debug("logging in to %s with AUTH %s", server_of(self.settings), mechanism.upper())
         login = {"plain": client.auth_plain, "login": client.auth_login}
         await login.get(mechanism, client.auth_crammd5)(username, secret)
 
     def _session_failure(self, exc: BaseException) -> Outcome:
         """A failure of the session, not of the message: RETRY, said plainly and logged."""
-        problem = _configuration_problem(exc, self.settings)
+        problem = configuration_problem(exc, self.settings)
         level = logging.ERROR if problem else logging.WARNING
-        reply = self._scrub(problem or _connection_problem(exc, self.settings))
+        reply = self._scrub(problem or connection_problem(exc, self.settings))
         log.log(level, "%s", reply)
         code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
         return Outcome(Verdict.RETRY, reply, code, needs_attention=problem is not None)
@@ -266,36 +256,6 @@ class SmtpTransport:
             with contextlib.suppress(*_SESSION_ERRORS):  # closing anyway
                 await slot.client.quit(timeout=min(self.timeout_s, QUIT_TIMEOUT_S))
         _drop(slot)
-
-
-def scrub(text: str, password: str) -> str:
-    """`text` with the password masked: as written, and in any base64 run that decodes to
-    bytes holding it (or SECRET_WINDOW bytes of it), whatever authzid, user or alignment the
-    run was made with: the AUTH PLAIN or LOGIN argument a relay quotes in its 535."""
-    text = text.replace(password, MASK)
-    secret = password.encode()
-    size = min(len(secret), SECRET_WINDOW)
-    windows = {secret[i : i + size] for i in range(len(secret) - size + 1)}
-
-    # Fewer letters than this cannot decode to a window, however aligned.
-    shortest = (size * 4 + 2) // 3
-
-    def masked(run: re.Match[str]) -> str:
-        letters = run[0].rstrip("=")
-        if len(letters) < shortest:
-            return run[0]
-        for start in range(4):  # a run cut at any point: one of four starts is aligned
-            usable = letters[start:]
-            usable = usable[: len(usable) - (len(usable) % 4 == 1)]  # a lone letter is no byte
-            try:
-                decoded = base64.b64decode(usable + "=" * (-len(usable) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            if any(window in decoded for window in windows):
-                return MASK
-        return run[0]
-
-    return _BASE64_RUN.sub(masked, text)
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:
@@ -313,64 +273,3 @@ def _drop(slot: _Slot) -> None:
     if slot.client is not None:
         slot.client.close()
         slot.client = None
-
-
-def _server(settings: config.SmtpSettings) -> str:
-    return f"{settings.host}:{settings.port}"
-
-
-def _by_code(code: int, message: str) -> Outcome:
-    """The server's verdict on this message: 5xx is final, anything else may pass later."""
-    verdict = Verdict.FAIL if 500 <= code < 600 else Verdict.RETRY
-    return Outcome(verdict, f"{code} {message}", code)
-
-
-def _configuration_problem(exc: BaseException, settings: config.SmtpSettings) -> str | None:
-    """What a person must fix (login, certificate, STARTTLS), or None for a passing fault.
-
-    These still RETRY, never FAIL: once the setting is fixed, the waiting mail must flow.
-    """
-    tls_error = _tls_error(exc)
-    if isinstance(exc, _Refused):
-        return str(exc)
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        where = f"${settings.password_env}" if settings.password_env else "transport.password_env"
-        return (
-            f"authentication failed ({exc.code} {exc.message}): "
-            f"check transport.username and the password in {where}"
-        )
-    if isinstance(tls_error, ssl.SSLCertVerificationError):
-        return (
-            f"the TLS certificate of {_server(settings)} was refused "
-            f"({tls_error.verify_message}): fix the server's certificate or trust its CA; "
-            "set transport.validate_certs = false only for a trusted local relay"
-        )
-    if tls_error is not None:
-        return f"TLS with {_server(settings)} failed: {tls_error}"
-    return None
-
-
-def _connection_problem(exc: BaseException, settings: config.SmtpSettings) -> str:
-    """A passing fault (timeout, drop, refused connection, 4xx greeting) in plain words."""
-    server = _server(settings)
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {server} within {settings.timeout.total_seconds():g} s ({exc})"
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-        return f"{server} closed the connection ({exc})"
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"{server} refused the session: {exc.code} {exc.message}"
-    if isinstance(exc, OSError | aiosmtplib.SMTPConnectError):
-        return f"cannot connect to {server}: {exc}"
-    return f"SMTP session with {server} failed: {exc}"
-
-
-def _tls_error(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl error behind `exc`: aiosmtplib wraps it (implicit TLS) or not (STARTTLS)."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLError):
-            return cause
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return None
