@@ -316,3 +316,25 @@ def test_the_password_is_masked_plain_and_in_base64(password: str, quoted: str) 
 )
 def test_replies_without_the_password_are_kept_as_they_are(reply: str) -> None:
     assert scrub(reply, "s3cret-Pa55word") == reply
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"one\r\n.\r\ntwo\r\n",  # a line of one dot: the end of DATA, unless stuffed
+        b"one\r\n..two\r\n...three\r\n.\r\n",  # dots at the start of lines, and last
+        b"one\ntwo\r\n.three\n",  # not CRLF throughout: aiosmtplib's own data() mends it
+    ],
+)
+async def test_dots_at_the_start_of_a_line_arrive_as_sent(
+    smtp_server: SmtpServer, body: bytes
+) -> None:
+    """DATA is dot-stuffed with bytes.replace for our CRLF messages (aiosmtplib's two regular
+    expressions cost 40 % of the CPU of a report): what the server keeps is what we sent."""
+    head = b"From: info@example.org\r\nTo: anna@example.org\r\nSubject: dots\r\n\r\n"
+    async with transport_for(smtp_server) as transport:
+        outcome = await transport.send(head + body, sender=SENDER, recipient=ANNA)
+    assert outcome.verdict is Verdict.SENT, outcome
+    sent = head + body
+    crlf = sent.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    assert [m.content for m in smtp_server.messages] == [crlf]

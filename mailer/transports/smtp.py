@@ -52,12 +52,55 @@ async def transact(
     try:
         await client.mail(sender, options=options, encoding=encoding)
         await client.rcpt(recipient, encoding=encoding)
-        response = await client.data(message)
+        response = await _data(client, message)
     except (aiosmtplib.SMTPResponseException, ValueError):
         with contextlib.suppress(*_SESSION_ERRORS):
             await client.rset()
         raise
     return response.message
+
+
+async def _data(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+    """DATA as aiosmtplib's `data` sends it, with the dot-stuffing done by `bytes.replace`.
+
+    aiosmtplib runs two regular expressions over every message (line ends, then leading
+    dots): ~4 ms for a 280 KB report, 40 % of the service's CPU per report. A message we
+    built has CRLF line ends throughout (message.py), so only the dots need doing, and a
+    C-speed replace does them. This speaks through the client's protocol as `data` does
+    (its lock, its pending-reply flag); a message that is not CRLF throughout, or a client
+    whose protocol lacks those (another aiosmtplib), goes through `data` itself.
+    """
+    protocol = client.protocol
+    lock = getattr(protocol, "_command_lock", None)
+    if (
+        protocol is None
+        or lock is None
+        or not hasattr(protocol, "_response_pending")
+        or not message.endswith(b"\r\n")
+        or message.count(b"\n") != message.count(b"\r\n")
+    ):
+        return await client.data(message)
+    stuffed = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
+    try:
+        async with lock:
+            start = await _exchange(protocol, b"DATA\r\n", client.timeout)
+            if start.code != aiosmtplib.SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            response = await _exchange(protocol, stuffed + b".\r\n", client.timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        client.close()  # as `data` does: the session is out of step
+        raise
+    if response.code != aiosmtplib.SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+async def _exchange(
+    protocol: aiosmtplib.protocol.SMTPProtocol, data: bytes, timeout: float | None
+) -> aiosmtplib.SMTPResponse:
+    protocol._response_pending = True  # a reply is expected: not unsolicited data
+    protocol.write(data)
+    return await protocol.read_response(timeout=timeout)
 
 
 @dataclass
