@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from hypothesis import settings
 
 from mailer.config import SmtpSettings
-from tests import smtpd
+from tests import postgres, smtpd
 from tests.smtpd import SmtpServer, serve_smtp
 
 # `make test` and CI draw the same examples every run, so a red build is never the luck of
@@ -30,3 +30,38 @@ async def smtp_server() -> AsyncIterator[SmtpServer]:
 def smtp_settings() -> Callable[..., SmtpSettings]:
     """`smtp_settings(server, **overrides)`: transport settings that log in to `server`."""
     return smtpd.smtp_settings
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """URL of a real PostgreSQL server for the whole run (session scope):
+    `postgresql://postgres@127.0.0.1:PORT/postgres`, a superuser with trust authentication
+    on 127.0.0.1 only.
+
+    $MAILER_TEST_POSTGRESQL if set, else a server started here from Debian's binaries
+    (tests/postgres.py) and stopped at the end of the run. Without PostgreSQL a test using
+    this fixture is skipped with the reason, except in CI (CI=true), where it fails.
+    Tests that write should use `fresh_database` instead of this server's `postgres`
+    database.
+    """
+    if url := os.environ.get(postgres.URL_VARIABLE):
+        yield url
+        return
+    pattern = postgres.bindir_pattern(os.environ)
+    bindir = postgres.find_bindir(pattern)
+    if bindir is None:
+        postgres.unavailable(
+            f"no PostgreSQL server binaries (looked for initdb in {pattern} "
+            "and pg_config --bindir)",
+            environ=os.environ,
+        )
+    with postgres.running_server(bindir) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_database(postgresql_url: str) -> Iterator[str]:
+    """URL of a new, empty database on the test server, dropped after the test: use it as
+    `paths.database` or with psycopg.connect. Each test gets its own, so none share state."""
+    with postgres.fresh_database_url(postgresql_url) as url:
+        yield url
