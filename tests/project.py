@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,3 +141,15 @@ def timed_event(
         lines.append(f'[[recipients.people]]\nemail = "{refused}"\n')
     lines.append(f'[[mail]]\nname = "invitation"\nsend_at = {due}\nto = ["all"]\n')
     return "\n".join(lines)
+
+
+@contextmanager
+def tmpfs(mount: Path, *, size: str) -> Iterator[Path]:
+    """A real small file system (tmpfs) at `mount`, for a disk that fills up; tests run as
+    root, and only a real full disk shows what SQLite and the Maildir do then."""
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

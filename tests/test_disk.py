@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import mailbox
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.clock import ManualClock
-from tests.project import make_project, timed_event, write_event
+from tests.project import make_project, timed_event, tmpfs, write_event
 from tests.test_engine import INVITATION_DUE, engine_at
 from tests.test_service import states
 
@@ -25,13 +24,8 @@ from tests.test_service import states
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KB file system (tmpfs), for a disk that fills up."""
-    mount = tmp_path / "var"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "var", size="64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 async def test_a_full_disk_marks_sent_only_what_was_written_and_retries_the_rest(

@@ -27,7 +27,7 @@ from mailer.store import Attempt, Store, Version
 from mailer.store.sqlite import SqliteStore
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
-from tests.project import REPO, make_project, smtp_transport, timed_event, write_event
+from tests.project import REPO, make_project, smtp_transport, timed_event, tmpfs, write_event
 from tests.smtpd import SmtpServer
 from tests.test_service import smtp_password, soon, states, until
 
@@ -194,13 +194,8 @@ async def test_another_process_holding_the_lock_delays_mail_without_losing_or_do
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MB file system (tmpfs) for the database, to fill up."""
-    mount = tmp_path / "state"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "state", size="2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 def fill(disk: Path) -> Path:
