@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# The PostgreSQL tests start their own server from Debian's binaries (tests/postgres.py);
+# without them they skip, except in CI (CI=true), where .ci/run installs them.
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
