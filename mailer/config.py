@@ -39,6 +39,7 @@ from mailer.config_values import (
     Zone,
     between,
 )
+from mailer.config_web import WebSettings, web_problems
 from mailer.errors import ConfigError, Problems
 from mailer.timing import written_duration
 
@@ -169,6 +170,7 @@ class Settings(_Section):
     sender: SenderSettings
     transport: TransportSettings
     sending: SendingSettings
+    web: WebSettings
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +186,7 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("transport", "smtp"): SmtpSettings,
     ("transport", "maildir"): MaildirSettings,
     ("sending",): SendingSettings,
+    ("web",): WebSettings,
 }
 
 
@@ -215,6 +218,7 @@ def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
     source = str(path)
     raw = _read_toml(path)
     problems = _take_password(raw, source, needs_password=needs_password)
+    problems += web_problems(raw, source, needs_password=needs_password)
     try:
         settings = Settings.model_validate(raw, context={"base": path.absolute().parent})
     except ValidationError as exc:

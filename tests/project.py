@@ -29,6 +29,10 @@ max_per_minute = 0
 backoff_first = "{backoff_first}"
 backoff_max = "1h"
 shutdown_grace = "3s"
+
+[web]
+# Off: tests run side by side, and a page of its own is for tests/test_web.py.
+listen = ""
 """
 
 MAILDIR = """

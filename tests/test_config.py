@@ -73,7 +73,7 @@ def problems_of(path: Path) -> list[str]:
         ),
         (
             SENDER + "[sendng]\n",
-            "sendng: unknown section (known: paths, sender, transport, sending)",
+            "sendng: unknown section (known: paths, sender, transport, sending, web)",
         ),
         ("[sender]\n", "sender.from: required"),
         (
