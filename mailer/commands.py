@@ -22,6 +22,7 @@ from mailer.config import Settings, SmtpSettings
 from mailer.delivery import DeliveryState
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
+from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
@@ -29,6 +30,7 @@ from mailer.store import Narrow, Store, is_damaged
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
+from mailer.web import serve_page
 
 __all__ = [
     "SENDABLE",
@@ -63,18 +65,47 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     gc.collect()
     gc.freeze()
     store = await Store.open(settings.paths.database)
-    engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, engine.stop)
     try:
-        await engine.run()
+        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, engine.stop)
+        await _run_with_page(engine, settings)
     except aiosqlite.DatabaseError as exc:
         if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
             raise
         raise _database_error(settings, exc) from exc
     finally:
         await store.close()
+
+
+async def _run_with_page(engine: Engine, settings: Settings) -> None:
+    """The engine, and beside it once the plan is loaded: systemd's READY=1 and watchdog,
+    and the web page (SPEC §12); STOPPING=1 as soon as it stops."""
+    beside = asyncio.create_task(_beside(engine, settings))
+    try:
+        await engine.run()
+    finally:
+        beside.cancel()
+        await asyncio.gather(beside, return_exceptions=True)
+
+
+async def _beside(engine: Engine, settings: Settings) -> None:
+    notifier = Notifier.from_environment()
+    try:
+        await engine.loaded.wait()
+        notifier.send("READY=1")
+        tasks = [asyncio.create_task(notifier.keep_alive(engine.stopping))]
+        if settings.web.listen:
+            tasks.append(asyncio.create_task(serve_page(settings.web, engine)))
+        try:
+            await engine.stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        notifier.send("STOPPING=1")
 
 
 # What `mailer send` puts back in the queue: anything not sent, cancelled or in flight.
@@ -109,8 +140,9 @@ async def send_now(
     `sending` here), and each claim is taken by one process only.
     """
     store = await Store.open(settings.paths.database)
-    engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
-    try:
+    engine: Engine | None = None
+    try:  # the store is closed whatever fails: its thread would keep the process alive
+        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
         await engine.plan()
         await _check_asked(engine, settings, event_id, mail, recipient)
         asked = {
@@ -125,7 +157,8 @@ async def send_now(
         states = Counter(DeliveryState(d.state) for d in after if d.recipient in asked)
         return SendReport(states, step.paused_because)
     finally:
-        await engine.close()
+        if engine is not None:
+            await engine.close()
         await store.close()
 
 

@@ -1,8 +1,9 @@
 """`mailer rehearse`: one event's whole timeline played on the real engine in a few seconds.
 
 The engine, the planner, the renderer and the Maildir transport are the production ones;
-only the clock is compressed and the database and Maildir are scratch copies, so nothing of
-the real state is touched and nothing reaches a mail server.
+only the clock is played (it jumps from one due time to the next), and the database and
+Maildir are scratch copies, so nothing of the real state is touched and nothing reaches a
+mail server.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mailer.sources import defaults_for, load_event
 from mailer.store import Store
 from mailer.transports.maildir import MaildirTransport
 
-# The compressed clock starts this long before the first mail, so it is seen to fall due.
+# The played clock starts this long before the first mail, so it is seen to fall due.
 LEAD = timedelta(minutes=1)
 # How long a rehearsal may run past its planned length before we call it stuck (a mail that
 # keeps failing is retried on the played clock, which could otherwise go on for long).

@@ -9,9 +9,11 @@ log = logging.getLogger("mailer")
 
 # After a store failure the engine waits this long before it tries again, doubled for each
 # failure in a row up to STORE_PAUSE_MAX_S: quick after a hiccup, and no busy loop (or a log
-# line per loop) while the fault lasts.
+# line per loop) while the fault lasts. At most half a lease (store/leases.py): each try
+# renews the leases of messages that went out unrecorded, before another process may take
+# them back and send them again.
 STORE_PAUSE_S = 1.0
-STORE_PAUSE_MAX_S = 30.0
+STORE_PAUSE_MAX_S = 15.0
 
 
 class StoreTrouble:

@@ -97,6 +97,40 @@ async def test_a_step_renews_its_leases_while_it_sends(
     assert [m.rcpt_tos for m in smtp_server.messages] == [("person00000@example.org",)]
 
 
+async def test_a_long_send_pass_leases_from_now_not_from_when_it_began(
+    tmp_path: Path, smtp_server: SmtpServer, smtp_password: None
+):
+    """`mailer send` claims what was due when it began (`due_by`); a batch claimed later in a
+    long pass was leased from that instant, already run out, and a starting service took it
+    back and sent it again (found in review)."""
+    slow_server_project(tmp_path, smtp_server, people=1)
+    settings = load_settings(tmp_path / "config.toml")
+    assert isinstance(settings.transport, SmtpSettings)
+    clock = ManualClock(DUE + timedelta(seconds=3 * LEASE_S))  # the pass began long ago
+    store = await Store.open(settings.paths.database)
+    other = await Store.open(settings.paths.database)
+    transport = SmtpTransport(
+        settings.transport,
+        connections=1,
+        max_per_minute=0,
+        tls_context=smtp_server.client_context(),
+    )
+    engine = Engine(settings, store=store, transport=transport, clock=clock)
+    engine.sender.heartbeat_s = 1000.0  # no beat comes to the rescue in this test
+    smtp_server.faults.stall_at_data = 1
+    try:
+        await engine.catalog.load_all()
+        step = asyncio.create_task(engine.step(due_by=DUE.timestamp()))
+        await until(lambda: sending(tmp_path) == 1, timeout_s=10)
+        assert await other.claim_due(clock.now().timestamp(), limit=5) == ([], 0)
+        assert (await asyncio.wait_for(step, timeout=20)).handled == 1
+    finally:
+        await transport.close()
+        await other.close()
+        await store.close()
+    assert [m.rcpt_tos for m in smtp_server.messages] == [("person00000@example.org",)]
+
+
 def sending(root: Path) -> int:
     """How many deliveries are being sent; 0 while the database is not there yet."""
     try:
