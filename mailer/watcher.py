@@ -47,13 +47,26 @@ def event_source_of(path: Path, schedules: Path) -> Path | None:
         return None
     if not parts or any(is_ignored(Path(part)) for part in parts):
         return None
-    if len(parts) == 1 and parts[0].endswith(".toml"):
-        return as_typed(schedules / parts[0])
+    if len(parts) == 1:  # a single-file event, or a file beside them (see event_sources)
+        return as_typed(schedules / parts[0]) if parts[0].endswith(".toml") else None
     return as_typed(schedules / parts[0] / "event.toml")
 
 
 def event_sources(changed: Iterable[str], schedules: Path) -> set[Path]:
-    return {s for p in changed if (s := event_source_of(Path(p), schedules)) is not None}
+    """The event files the changed paths belong to. A file lying beside the single-file
+    events (`schedules/deltagare.csv`) may be any of theirs: each of them is read again."""
+    found: set[Path] = set()
+    for name in changed:
+        path = Path(name)
+        if path.parent == schedules and path.suffix != ".toml" and not is_ignored(path):
+            found.update(_single_file_events(schedules))
+        elif (source := event_source_of(path, schedules)) is not None:
+            found.add(source)
+    return found
+
+
+def _single_file_events(schedules: Path) -> list[Path]:
+    return [as_typed(p) for p in schedules.glob("*.toml") if not is_ignored(p)]
 
 
 async def watch(
