@@ -69,17 +69,32 @@ class Catalog:
         async with self._parsing:
             source = self._unparsed.pop(event_id, None)
             if source is not None:
-                with self._collector_paused():
-                    loaded = await asyncio.to_thread(judge, source, self.settings)
-                if loaded.event is not None:
-                    self._keep(loaded.event)
-                else:  # changed under us and invalid now: the last valid version holds
-                    await self._keep_last_valid(
-                        loaded.id, source=loaded.source, error=str(loaded.error)
-                    )
+                await self._parse(event_id, source)
         if event_id in self.events:
             self.events.move_to_end(event_id)
         return self.events.get(event_id)
+
+    async def _parse(self, event_id: str, source: Path) -> None:
+        """Parse the version in force from its texts in the database, the version that was
+        planned, not from the folder, which may hold an edit not yet brought in (SPEC §9:
+        never send from a copy of the folder). The file only if the database has no text."""
+        texts = await self.store.last_valid(event_id)
+        with self._collector_paused():
+            if texts is not None:
+                try:
+                    self._keep(await asyncio.to_thread(self._stored, source, *texts))
+                    return
+                except MailerError as exc:
+                    log.error("%s: the version in force no longer loads: %s", event_id, exc)
+            loaded = await asyncio.to_thread(judge, source, self.settings)
+        if loaded.event is not None:
+            self._keep(loaded.event)
+        else:  # changed under us and invalid now: the last valid version holds
+            await self._keep_last_valid(loaded.id, source=loaded.source, error=str(loaded.error))
+
+    def _stored(self, source: Path, toml: str, csv_text: str | None) -> Event:
+        defaults = defaults_for(self.settings)
+        return load_stored(source, toml=toml, csv_text=csv_text, defaults=defaults)
 
     def _keep(self, event: Event) -> None:
         """Hold an event parsed, and let the least recently used beyond MAX_PARSED go back to

@@ -186,3 +186,18 @@ async def test_a_start_saves_plans_in_batches_while_the_next_are_read(
     errors, states = stored(tmp_path)
     assert errors == {f"forlabb-{number}": None for number in range(5)}
     assert states == {f"forlabb-{number}": ["scheduled"] * 4 for number in range(5)}
+
+
+async def test_an_event_parsed_when_due_is_the_version_planned_not_the_file_now(tmp_path: Path):
+    """An edit the catalog has not brought in yet (the watcher settling, or down) is not sent:
+    a due event is parsed from its texts in the database, the version that was planned. It
+    was read from the folder, so the unplanned edit went out (found in review)."""
+    project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    async with catalog_of(tmp_path) as catalog:
+        await catalog.load_all()  # planned, and left unparsed until a mail is due
+        planned_title = source.read_text().split('title = "', 1)[1].split('"', 1)[0]
+        source.write_text(source.read_text().replace(planned_title, "Ändrad men inte inläst"))
+        event = await catalog.event("forlabb")
+    assert event is not None
+    assert event.title == planned_title
