@@ -42,5 +42,9 @@ WORKDIR /data
 # SIGTERM (docker stop) lets sends in flight finish within [sending] shutdown_grace;
 # give `docker stop` more than that (-t 30, or --stop-timeout 30 at docker run).
 STOPSIGNAL SIGTERM
+# /healthz ([web] listen, 127.0.0.1:8025 by default: inside the container, so no login is
+# needed): 200 while the loop answers and the database does. No curl in the image.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8025/healthz', timeout=4)"]
 ENTRYPOINT ["mailer"]
 CMD ["run", "-c", "/config/config.toml"]

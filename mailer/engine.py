@@ -59,6 +59,7 @@ class Engine:
         self.catalog = Catalog(settings, store=store, outbox=self.outbox, clock=clock)
         self.wakeup = asyncio.Event()
         self.stopping = asyncio.Event()
+        self.loaded = asyncio.Event()  # set once `run()` has loaded the plan (READY=1, the page)
         self.sender = Sender(
             settings,
             store=store,
@@ -130,6 +131,7 @@ class Engine:
         self._scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": DebugExecutor()})
         self._scheduler.start()
         log.info("running: %d events in force", self.catalog.in_force)
+        self.loaded.set()
         watcher = asyncio.create_task(
             watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
             if watch_folder

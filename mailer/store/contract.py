@@ -86,6 +86,11 @@ class Store(Protocol):
         """When the earliest delivery waiting in the queue is due (unix seconds)."""
         ...
 
+    async def oldest_due(self, now: float) -> float | None:
+        """The due time of the oldest delivery due by `now` and not yet ended (waiting,
+        retrying or being sent): how late sending runs (/metrics, SPEC §12)."""
+        ...
+
     async def claim_due(
         self, now: float, *, limit: int, only: Narrow | None = None
     ) -> tuple[list[Claimed], int]:

@@ -88,6 +88,14 @@ class Queue(Connection):
         due = rows[0][0]
         return None if due is None else float(due)
 
+    async def oldest_due(self, now: float) -> float | None:
+        rows = await self._rows(
+            "SELECT MIN(due) FROM deliveries "
+            "WHERE state IN ('scheduled', 'retrying', 'sending') AND due <= ?",
+            (now,),
+        )
+        return None if rows[0][0] is None else float(rows[0][0])
+
     async def claim_due(
         self, now: float, *, limit: int, only: Narrow | None = None
     ) -> tuple[list[Claimed], int]:
