@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from mailer.delivery import DeliveryState, Verdict
+from mailer.delivery import Verdict
 from mailer.store import Store
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
@@ -50,10 +50,7 @@ class Metrics(Collector):
         return generate_latest(self.registry)
 
     async def refresh(self) -> None:
-        states = dict.fromkeys((s.value for s in DeliveryState), 0)
-        for mail in await self.store.mail_counts():
-            for state, count in mail.counts.items():
-                states[DeliveryState(state).value] += count
+        states = {state.value: n for state, n in (await self.store.state_counts()).items()}
         events = await self.store.events()
         now = self.now()
         oldest = await self.store.oldest_due(now)

@@ -139,6 +139,11 @@ class Store(Protocol):
 
     # -- reports --------------------------------------------------------------------------
 
+    async def state_counts(self) -> dict[DeliveryState, int]:
+        """How many deliveries are in each state, all events together (/metrics): one
+        scan, where `mail_counts` also reads each mail's newest problem."""
+        ...
+
     async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
         """Counts per state for each mail (of one event, or all), in due order."""
         ...

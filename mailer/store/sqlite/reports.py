@@ -10,6 +10,10 @@ from mailer.store.sqlite.connection import Connection
 class Reports(Connection):
     """Read-only answers for people: safe on a read-only connection, while the service runs."""
 
+    async def state_counts(self) -> dict[DeliveryState, int]:
+        rows = await self._rows("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
+        return dict.fromkeys(DeliveryState, 0) | {DeliveryState(s): n for s, n in rows}
+
     async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
         """Counts per state for each mail (of one event, or all), in due order."""
         where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
