@@ -8,15 +8,46 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Protocol
 
+import aiosqlite
+import psycopg
 import pytest
 
 from mailer.delivery import DeliveryState as S
+from mailer.errors import ConfigError
 from mailer.plan import Wanted, plan_event
 from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, Version
+from mailer.store.contract import open_read_only, open_store
+from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
+from mailer.store.postgres import PostgresStore
 from mailer.store.sqlite import MIGRATIONS, SqliteStore
+
+# What every database of an older schema holds: one event, a sent delivery and one caught
+# `sending` by a crash.
+OLD_EVENT = (
+    "INSERT INTO events (id, source, title, updated_at) VALUES ('e', 'e.toml', 'Förlabb', 0)"
+)
+OLD_DELIVERIES = (
+    "INSERT INTO deliveries (event, mail, recipient, due, expires, state, attempts, "
+    "next_attempt, message_id) VALUES ('e', 'm', 'a', 1, 9e9, 'sent', 1, 1, '<a>'), "
+    "('e', 'm', 'b', 1, 9e9, 'sending', 1, 1, '<b>')"
+)
+
+
+class Backend(Protocol):
+    schema_versions: int
+    address: Path | str  # what `paths.database` says
+
+    async def open(self, *, node: Node | None = None) -> Store: ...
+
+    async def build_at(self, version: int) -> None: ...
+
+    async def schema_version(self) -> int: ...
 
 
 class SqliteBackend:
@@ -24,45 +55,75 @@ class SqliteBackend:
 
     schema_versions = len(MIGRATIONS)
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
         self.path = tmp_path / "mailer.sqlite3"
+        self.address: Path | str = self.path
 
     async def open(self, *, node: Node | None = None) -> Store:
         return await SqliteStore.open(self.path, node=node)
 
-    def build_at(self, version: int) -> None:
-        """A database as the mailer of schema `version` left it: one event, a sent delivery
-        and one caught `sending` by a crash."""
+    async def build_at(self, version: int) -> None:
+        """A database as the mailer of schema `version` left it."""
+        self.path.unlink(missing_ok=True)
         with sqlite3.connect(self.path) as db:
             for statements in MIGRATIONS[:version]:
                 for statement in statements:
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {version}")
-            db.execute(
-                "INSERT INTO events (id, source, title, updated_at) "
-                "VALUES ('e', 'e.toml', 'Förlabb', 0)"
-            )
-            db.executemany(
-                "INSERT INTO deliveries (event, mail, recipient, due, expires, state, attempts, "
-                "next_attempt, message_id) VALUES ('e', 'm', ?, 1, 9e9, ?, ?, 1, ?)",
-                [("a", "sent", 1, "<a>"), ("b", "sending", 1, "<b>")],
-            )
+            db.execute(OLD_EVENT)
+            db.execute(OLD_DELIVERIES)
 
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         with sqlite3.connect(self.path) as db:
-            return db.execute("PRAGMA user_version").fetchone()[0]
+            return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-BACKENDS: dict[str, Callable[[Path], SqliteBackend]] = {"sqlite": SqliteBackend}
+class PostgresBackend:
+    """A new empty database on the test run's PostgreSQL server (tests/conftest.py:
+    `fresh_database`); every `open` is another pool, another node."""
+
+    schema_versions = len(PG_MIGRATIONS)
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        self.url: str = request.getfixturevalue("fresh_database")
+        self.address: Path | str = self.url
+
+    async def open(self, *, node: Node | None = None) -> Store:
+        return await PostgresStore.open(self.url, node=node)
+
+    async def build_at(self, version: int) -> None:
+        """A database as the mailer of schema `version` left it."""
+        async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as db:
+            await db.execute("DROP SCHEMA public CASCADE")
+            await db.execute("CREATE SCHEMA public")
+            for statements in PG_MIGRATIONS[:version]:
+                for statement in statements:
+                    await db.execute(statement)
+            await db.execute("CREATE TABLE mailer_schema (version INTEGER NOT NULL)")
+            await db.execute("INSERT INTO mailer_schema VALUES (%s)", (version,))
+            await db.execute(OLD_EVENT)
+            await db.execute(OLD_DELIVERIES)
+
+    async def schema_version(self) -> int:
+        async with await psycopg.AsyncConnection.connect(self.url) as db:
+            cursor = await db.execute("SELECT version FROM mailer_schema")
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "sqlite": SqliteBackend,
+    "postgresql": PostgresBackend,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> SqliteBackend:
-    return BACKENDS[request.param](tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](request, tmp_path)
 
 
 @pytest.fixture
-async def store(backend: SqliteBackend) -> AsyncIterator[Store]:
+async def store(backend: Backend) -> AsyncIterator[Store]:
     opened = await backend.open()
     try:
         yield opened
@@ -71,7 +132,7 @@ async def store(backend: SqliteBackend) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def other(backend: SqliteBackend, store: Store) -> AsyncIterator[Store]:
+async def other(backend: Backend, store: Store) -> AsyncIterator[Store]:
     """A second node on the same database (another process, in life)."""
     opened = await backend.open()
     try:
@@ -206,6 +267,24 @@ async def test_an_expired_lease_goes_to_the_next_claim_of_another_node(store: St
     assert await states_of(store) == {"a": "sending"}
 
 
+async def test_nodes_claiming_at_once_never_get_the_same_delivery(backend: Backend, store: Store):
+    await bring_in(store, *(want(f"r{i:03}", 10) for i in range(300)))
+    nodes = [store, *[await backend.open() for _ in range(3)]]
+
+    async def drain(node: Store) -> list[int]:
+        taken: list[int] = []
+        while claimed := (await node.claim_due(10, limit=7))[0]:
+            taken += [c.id for c in claimed]
+        return taken
+
+    try:
+        shares = await asyncio.gather(*(drain(node) for node in nodes))
+    finally:
+        await asyncio.gather(*(node.close() for node in nodes[1:]))
+    every = [i for share in shares for i in share]
+    assert len(every) == len(set(every)) == 300
+
+
 async def test_renewed_leases_hold_and_lapse_a_lease_after_the_last_renewal(
     store: Store, other: Store
 ):
@@ -219,7 +298,7 @@ async def test_renewed_leases_hold_and_lapse_a_lease_after_the_last_renewal(
 
 
 async def test_a_start_takes_back_at_once_what_a_stopped_process_of_this_host_held(
-    backend: SqliteBackend, store: Store
+    backend: Backend, store: Store
 ):
     ended = await asyncio.create_subprocess_exec("true")
     await ended.wait()
@@ -322,13 +401,14 @@ async def test_mail_counts_and_deliveries_of_report_every_state(store: Store):
 # -- migrations ------------------------------------------------------------------------------
 
 
-async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: SqliteBackend):
+async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: Backend):
+    # PostgreSQL's first schema is today's (there was never an older PostgreSQL database):
+    # this loop has nothing to migrate there until its schema 2 (the nodes table) comes.
     for version in range(1, backend.schema_versions):
-        backend.path.unlink(missing_ok=True)
-        backend.build_at(version)
+        await backend.build_at(version)
         store = await backend.open()
         try:
-            assert backend.schema_version() == backend.schema_versions
+            assert await backend.schema_version() == backend.schema_versions
             assert (await store.events())["e"].title == "Förlabb"
             # Caught sending by the older mailer: back in the queue, as a reset did then.
             assert await store.take_back_abandoned(2) == 1, version
@@ -339,3 +419,51 @@ async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: S
             assert await states_of(store) == {"a": "sent", "b": "sent"}
         finally:
             await store.close()
+
+
+async def test_nodes_starting_together_create_the_schema_once(backend: Backend):
+    opened = await asyncio.gather(*(backend.open() for _ in range(4)), return_exceptions=True)
+    stores = [s for s in opened if not isinstance(s, BaseException)]
+    try:
+        assert stores == opened  # none failed (PostgreSQL without a lock: pg_type's index)
+        assert await backend.schema_version() == backend.schema_versions
+        await bring_in(stores[0], want("a", 10))
+        assert await states_of(stores[3]) == {"a": "scheduled"}
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+# -- opening: which store, and for `mailer status` ------------------------------------------
+
+
+async def test_open_store_chooses_the_implementation_by_the_address(backend: Backend):
+    store = await open_store(backend.address)
+    try:
+        expected = PostgresStore if isinstance(backend, PostgresBackend) else SqliteStore
+        assert isinstance(store, expected)
+        await bring_in(store, want("a", 10))
+    finally:
+        await store.close()
+
+
+async def test_status_never_sets_up_a_database_nor_writes_one(backend: Backend):
+    with pytest.raises(ConfigError, match=r"no database at .*is the service set up"):
+        await open_read_only(backend.address)
+    node = await backend.open()
+    await bring_in(node, want("a", 10))
+    await node.close()
+    status = await open_read_only(backend.address)
+    try:
+        assert await states_of(status) == {"a": "scheduled"}
+        with pytest.raises((aiosqlite.Error, psycopg.Error), match=r"read-?only"):
+            await status.claim_due(10, limit=1)
+    finally:
+        await status.close()
+
+
+def test_a_sqlite_user_never_imports_psycopg():
+    code = (
+        "import sys, mailer.cli, mailer.store; "
+        "assert not [m for m in sys.modules if m.startswith('psycopg')], 'psycopg imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,12 +1,13 @@
 """Delivery state and the versions of events in force: the only package that speaks SQL.
 
-`Store` is the contract (`contract.py`); `Store.open` gives the implementation that
-`paths.database` calls for (SQLite, `sqlite/`). Leases (SPEC §9) are in `leases.py`, the
+`Store` is the contract (`contract.py`); `open_store` gives the implementation that
+`paths.database` calls for (a file: SQLite, `sqlite/`; a `postgresql://` URL: PostgreSQL,
+`postgres/`, imported only then). Leases (SPEC §9) are in `leases.py`, the
 values the store takes and gives in `rows.py`.
 """
 
 from mailer.delivery import PENDING
-from mailer.store.contract import Store
+from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
@@ -37,4 +38,7 @@ __all__ = [
     "Store",
     "Version",
     "is_damaged",
+    "is_url",
+    "open_read_only",
+    "open_store",
 ]

@@ -1,8 +1,9 @@
 """The store's contract: every operation the engine, catalog, commands and status need.
 
-One implementation today (`mailer.store.sqlite`); the next (PostgreSQL, SPEC §9) is another
-class with these methods, chosen by `Store.open` from `paths.database`, and tested by the
-same suite (tests/test_store_contract.py). The store stores and answers; it does not plan.
+Two implementations: `mailer.store.sqlite` (the embedded default) and
+`mailer.store.postgres` (several nodes, SPEC §9), chosen by `open_store` from
+`paths.database` (a file or a `postgresql://` URL), and tested by the same suite
+(tests/test_store_contract.py). The store stores and answers; it does not plan.
 """
 
 from __future__ import annotations
@@ -33,20 +34,19 @@ class Store(Protocol):
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_s: float = 10.0) -> Store:
         """Open the database `paths.database` names, creating and migrating it; an unusable
-        one is a `ConfigError` naming the key."""
-        from mailer.store.sqlite import SqliteStore  # the implementations import this module
-
-        return await SqliteStore.open(path, busy_timeout_s=busy_timeout_s)
+        one is a `ConfigError` naming the key. Each implementation opens its own kind of
+        address; `open_store` chooses the implementation (a URL too: a `Path` cannot hold
+        one, "postgresql://h" would become "postgresql:/h")."""
+        return await open_store(path, busy_timeout_s=busy_timeout_s)
 
     @classmethod
     async def open_read_only(cls, path: Path) -> Store:
         """Open for `mailer status`: never creates, migrates or writes."""
-        from mailer.store.sqlite import SqliteStore
-
-        return await SqliteStore.open_read_only(path)
+        return await open_read_only(path)
 
     def ensure_same_file(self) -> None:
-        """Raise `DatabaseGone` if the database opened is no longer the one configured."""
+        """Raise `DatabaseGone` if the database opened is no longer the one configured (a
+        SQLite file deleted or replaced; nothing to check on a server)."""
         ...
 
     async def close(self) -> None:
@@ -151,3 +151,35 @@ class Store(Protocol):
     async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
         """Each delivery of one mail, by recipient."""
         ...
+
+
+# The URL schemes libpq's URI form takes: such a `paths.database` is a PostgreSQL database.
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(database: Path | str) -> bool:
+    """A PostgreSQL URL rather than a file (a `Path` never is: it folds "//" into "/")."""
+    return isinstance(database, str) and database.startswith(POSTGRESQL_SCHEMES)
+
+
+async def open_store(database: Path | str, *, busy_timeout_s: float = 10.0) -> Store:
+    """The store `paths.database` calls for: a `postgresql://` URL (SPEC §9) or a SQLite file.
+    The implementation is imported here, when chosen: SQLite users never import psycopg."""
+    if is_url(database):
+        from mailer.store.postgres import PostgresStore
+
+        return await PostgresStore.open(str(database), busy_timeout_s=busy_timeout_s)
+    from mailer.store.sqlite import SqliteStore  # the implementations import this module
+
+    return await SqliteStore.open(Path(database), busy_timeout_s=busy_timeout_s)
+
+
+async def open_read_only(database: Path | str) -> Store:
+    """As `open_store`, for `mailer status`: never creates, migrates or writes."""
+    if is_url(database):
+        from mailer.store.postgres import PostgresStore
+
+        return await PostgresStore.open_read_only(str(database))
+    from mailer.store.sqlite import SqliteStore
+
+    return await SqliteStore.open_read_only(Path(database))

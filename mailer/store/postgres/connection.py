@@ -1,0 +1,139 @@
+"""A pool of psycopg connections to one PostgreSQL database: opening it, the one
+transaction helper, and its failures.
+
+Unlike SQLite's one connection behind a lock, the pool lets a claim, a lease renewal and a
+commit of outcomes run at once; PostgreSQL's row locks, not ours, keep them apart.
+Connections are in autocommit mode, so every write is one explicit `transaction()` and
+every read sees what is committed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from mailer.errors import ConfigError
+from mailer.store.leases import Node
+from mailer.store.postgres.schema import MIGRATIONS, migrate, newer_schema, version_of
+
+# How long a write waits for a row another node holds (SQLite's busy timeout, in spirit).
+LOCK_TIMEOUT_S = 10.0
+# Enough for a claim, a renewal and a group commit at once; PostgreSQL counts connections.
+POOL_SIZE = 4
+
+Db = AsyncConnection[tuple[Any, ...]]
+
+
+class Connection:
+    """A pool of connections to the database `url` names, all leased to one node."""
+
+    def __init__(self, pool: AsyncConnectionPool[Db], *, url: str, node: Node) -> None:
+        self.pool = pool
+        self.url = url
+        self.node = node
+
+    @classmethod
+    async def open(
+        cls,
+        database: Path | str,
+        *,
+        busy_timeout_s: float = LOCK_TIMEOUT_S,
+        node: Node | None = None,
+    ) -> Self:
+        """Connect, create or migrate the schema (one transaction, under an advisory lock),
+        then open the pool. A database that cannot be reached or used is a configuration
+        problem said in one line naming the key (a wrong password too: never an empty
+        status)."""
+        url = str(database)
+        try:
+            async with (
+                await psycopg.AsyncConnection.connect(url, autocommit=True) as db,
+                db.transaction(),
+            ):
+                await migrate(db)
+        except psycopg.Error as exc:
+            raise _unusable(url, exc) from exc
+        timeout_ms = int(busy_timeout_s * 1000)
+        return await cls._pooled(url, node or Node.here(), f"SET lock_timeout = {timeout_ms}")
+
+    @classmethod
+    async def open_read_only(cls, database: Path | str) -> Self:
+        """Open for `status`: never creates, migrates or writes; every transaction of the
+        session is read-only (`default_transaction_read_only`), so a slip cannot write."""
+        url = str(database)
+        try:
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+                version = await version_of(db)
+        except psycopg.Error as exc:
+            raise _unusable(url, exc) from exc
+        if version != len(MIGRATIONS):
+            if not version:  # none, or a node starting right now has not committed it yet
+                raise ConfigError(
+                    f"no database at {shown(url)}: is the service set up? (mailer run creates it)",
+                    key="paths.database",
+                )
+            if version < len(MIGRATIONS):
+                raise _unusable(
+                    url,
+                    f"it is of an older schema ({version}; this mailer uses "
+                    f"{len(MIGRATIONS)}): `mailer run` upgrades it",
+                )
+            raise newer_schema(version)
+        return await cls._pooled(url, Node.here(), "SET default_transaction_read_only = on")
+
+    @classmethod
+    async def _pooled(cls, url: str, node: Node, setting: str) -> Self:
+        async def configure(db: Db) -> None:
+            await db.execute(setting)
+
+        pool: AsyncConnectionPool[Db] = AsyncConnectionPool(
+            url,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=POOL_SIZE,
+            open=False,
+            configure=configure,
+            name="mailer",
+        )
+        try:
+            await pool.open(wait=True, timeout=LOCK_TIMEOUT_S)
+        except Exception as exc:  # the database went away between the two connects
+            await pool.close()
+            raise _unusable(url, exc) from exc
+        return cls(pool, url=url, node=node)
+
+    def ensure_same_file(self) -> None:
+        """Nothing to check: a server's database cannot be deleted from under an open
+        connection unnoticed (DROP DATABASE refuses while we are connected)."""
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Db]:
+        """One transaction on a connection of the pool: committed when the block ends,
+        rolled back if it raises (or is cancelled)."""
+        async with self.pool.connection() as db, db.transaction():
+            yield db
+
+    async def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        async with self.pool.connection() as db:
+            cursor = await db.execute(sql, params)
+            return list(await cursor.fetchall())
+
+
+def shown(url: str) -> str:
+    """The URL as messages show it: without a password, should one be in it."""
+    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1@", url)
+
+
+def _unusable(url: str, why: object) -> ConfigError:
+    text = str(why).strip().replace("\n", " ")
+    return ConfigError(f"cannot open the database {shown(url)}: {text}", key="paths.database")
