@@ -1,0 +1,133 @@
+"""The versions of events in force in PostgreSQL, and the plans that bring them in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mailer.delivery import DeliveryState
+from mailer.plan import Plan, Stored
+from mailer.store.postgres.connection import Connection, Db
+from mailer.store.postgres.queue import PENDING_SQL
+from mailer.store.rows import EventRow, Version
+
+
+class Versions(Connection):
+    """Each event's last valid version (kept while its file is invalid) and its deliveries."""
+
+    async def events(self) -> dict[str, EventRow]:
+        """Every event known, without the texts of its last valid version (megabytes at
+        1,000 events, and needed only while a file is invalid: `last_valid`)."""
+        rows = await self._rows(
+            "SELECT id, source, title, digest, error, removed, mails FROM events"
+        )
+        return {
+            id_: EventRow(id_, source, title, digest, error, bool(removed), mails)
+            for id_, source, title, digest, error, removed, mails in rows
+        }
+
+    async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
+        """The TOML and CSV text of an event's last valid version, if it had one."""
+        rows = await self._rows(
+            "SELECT toml, csv FROM events WHERE id = %s AND toml IS NOT NULL", (event_id,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    async def stored_deliveries(self, event_id: str) -> list[Stored]:
+        """Every delivery of an event, in any state: what planning compares a version with."""
+        rows = await self._rows(
+            "SELECT id, mail, recipient, due, expires, state FROM deliveries WHERE event = %s",
+            (event_id,),
+        )
+        return [Stored(r[0], r[1], r[2], r[3], r[4], DeliveryState(r[5])) for r in rows]
+
+    async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
+        """Remember events' newest valid versions, in the transaction that applies their
+        plans (one transaction for many events at start)."""
+        async with self.transaction() as db, db.cursor() as cursor:
+            await cursor.executemany(
+                """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
+                                       removed, updated_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, FALSE, %s)
+                   ON CONFLICT (id) DO UPDATE SET source = excluded.source,
+                       title = excluded.title, digest = excluded.digest, toml = excluded.toml,
+                       csv = excluded.csv, mails = excluded.mails, error = NULL,
+                       removed = FALSE, updated_at = excluded.updated_at""",
+                [
+                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now)
+                    for v in sorted(versions, key=lambda v: v.event_id)
+                ],
+            )
+            await _apply(db, [v.plan for v in versions if v.plan is not None])
+
+    async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
+        """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
+        async with self.transaction() as db:
+            await db.execute(
+                """INSERT INTO events (id, source, error, updated_at) VALUES (%s, %s, %s, %s)
+                   ON CONFLICT (id) DO UPDATE SET source = excluded.source,
+                       error = excluded.error, removed = FALSE,
+                       updated_at = excluded.updated_at""",
+                (event_id, source, error, now),
+            )
+
+    async def remove_event(self, event_id: str, *, now: float) -> int:
+        """The file is gone: cancel what has not gone out, keep the history."""
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE events SET removed = TRUE, error = NULL, updated_at = %s WHERE id = %s",
+                (now, event_id),
+            )
+            cursor = await db.execute(
+                f"UPDATE deliveries SET state = 'cancelled', last_reply = 'event file removed' "
+                f"WHERE event = %s AND state IN {PENDING_SQL}",
+                (event_id,),
+            )
+            return cursor.rowcount
+
+
+async def _apply(db: Db, plans: Sequence[Plan]) -> None:
+    """Write plans. Guarded by state, so a delivery claimed meanwhile is left as it is (a
+    claim's row lock makes the guard wait for the claim's commit, then see `sending`).
+
+    Statements are sent in pipeline mode by `executemany`: one round trip per batch, not per
+    row; the empty ones are skipped.
+    """
+    pending = PENDING_SQL
+    async with db.cursor() as cursor:
+        if any(p.inserts for p in plans):
+            await cursor.executemany(
+                "INSERT INTO deliveries (event, mail, recipient, due, expires, state, "
+                "next_attempt, message_id) VALUES (%s, %s, %s, %s, %s, 'scheduled', %s, %s)",
+                [
+                    (p.event_id, w.mail, w.recipient, w.due, w.expires, w.due, w.message_id)
+                    for p in plans
+                    for w in p.inserts
+                ],
+            )
+        if any(p.retimes for p in plans):
+            await cursor.executemany(
+                f"UPDATE deliveries SET due = %s, expires = %s, next_attempt = CASE WHEN "
+                f"state = 'scheduled' THEN %s ELSE GREATEST(next_attempt, %s) END "
+                f"WHERE id = %s AND state IN {pending}",
+                [
+                    (r.due, r.expires, r.due, r.due, r.id)
+                    for r in sorted((r for p in plans for r in p.retimes), key=lambda r: r.id)
+                ],
+            )
+        if any(p.revives for p in plans):
+            await cursor.executemany(
+                "UPDATE deliveries SET state = 'scheduled', due = %s, expires = %s, "
+                "next_attempt = %s, attempts = 0 WHERE id = %s "
+                "AND state IN ('cancelled', 'expired')",
+                [
+                    (r.due, r.expires, r.due, r.id)
+                    for r in sorted((r for p in plans for r in p.revives), key=lambda r: r.id)
+                ],
+            )
+        cancels = sorted(i for p in plans for i in p.cancels)
+        if cancels:
+            await cursor.execute(
+                f"UPDATE deliveries SET state = 'cancelled', "
+                f"last_reply = 'no longer in the event' WHERE id = ANY(%s) AND state IN {pending}",
+                (cancels,),
+            )
