@@ -26,7 +26,8 @@ from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, Store, is_damaged
+from mailer.store import Narrow, is_damaged
+from mailer.store.contract import open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -64,7 +65,7 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     # of the ~30 ms that held up the event loop (and due mail) every second or so.
     gc.collect()
     gc.freeze()
-    store = await Store.open(settings.paths.database)
+    store = await open_store(settings.paths.database)
     try:
         engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
         loop = asyncio.get_running_loop()
@@ -139,7 +140,7 @@ async def send_now(
     Safe while the service runs: what the service has in flight is left alone (no reset of
     `sending` here), and each claim is taken by one process only.
     """
-    store = await Store.open(settings.paths.database)
+    store = await open_store(settings.paths.database)
     engine: Engine | None = None
     try:  # the store is closed whatever fails: its thread would keep the process alive
         engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
@@ -182,7 +183,7 @@ async def _check_asked(
 async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
     """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
     migrates the database: a missing one is said (exit 2), not shown as empty."""
-    store = await Store.open_read_only(settings.paths.database)
+    store = await open_read_only(settings.paths.database)
     try:
         return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
     except aiosqlite.DatabaseError as exc:  # malformed: one line naming the file, not a trace
@@ -202,7 +203,7 @@ async def requeue_failed(
 ) -> int:
     """`mailer retry`: failed deliveries go back in the queue; a running service picks them
     up within POLL_S, a stopped one at its next start."""
-    store = await Store.open(settings.paths.database)
+    store = await open_store(settings.paths.database)
     try:
         return await store.requeue(
             event_id, mail, states=(DeliveryState.FAILED,), now=now.timestamp()

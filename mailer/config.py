@@ -28,9 +28,11 @@ from pydantic import (
 from mailer.config_problems import config_problem
 from mailer.config_values import (
     ENV_NAME,
+    URL_PASSWORD_REFUSED,
     Address,
     CaFile,
     ConfigPath,
+    Database,
     Domain,
     Duration,
     EnvName,
@@ -38,6 +40,7 @@ from mailer.config_values import (
     OneLine,
     Zone,
     between,
+    url_has_password,
 )
 from mailer.config_web import WebSettings, web_problems
 from mailer.errors import ConfigError, Problems
@@ -53,13 +56,18 @@ _PASSWORD_IN_FILE = (
 class _Section(BaseModel):
     # strict: TOML values are typed, so "no" is not quietly read as false, nor true as 1.
     # validate_default: defaults pass the same validators, so default paths get resolved too.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+    # hide_input_in_errors: a traceback never shows a value that may be a password (a
+    # database URL with one in it); config_problems.py words what a person sees.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, validate_default=True, hide_input_in_errors=True
+    )
 
 
 class PathSettings(_Section):
     schedules: ConfigPath = Path("schedules")
     templates: ConfigPath = Path("templates")
-    database: ConfigPath = Path("var/mailer.sqlite3")
+    # A SQLite file, or a postgresql:// URL for several nodes on one database (SPEC §9).
+    database: Database = Path("var/mailer.sqlite3")
 
 
 class SenderSettings(_Section):
@@ -219,6 +227,7 @@ def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
     raw = _read_toml(path)
     problems = _take_password(raw, source, needs_password=needs_password)
     problems += web_problems(raw, source, needs_password=needs_password)
+    problems += _drop_url_password(raw, source)
     try:
         settings = Settings.model_validate(raw, context={"base": path.absolute().parent})
     except ValidationError as exc:
@@ -243,6 +252,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:  # its message carries the line and column
         reason = f"not valid TOML: {exc}"
     raise Problems([ConfigError(reason, source=path)])
+
+
+def _drop_url_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
+    """Refuse a database URL that holds a password, and drop it before pydantic sees it:
+    its errors and the exceptions they chain would carry the URL, password and all."""
+    paths = raw.get("paths")
+    if not isinstance(paths, dict):
+        return []
+    database = paths.get("database")
+    if not (isinstance(database, str) and url_has_password(database)):
+        return []
+    del paths["database"]
+    return [ConfigError(URL_PASSWORD_REFUSED, source=source, key="paths.database")]
 
 
 def _take_password(raw: dict[str, Any], source: str, *, needs_password: bool) -> list[ConfigError]:

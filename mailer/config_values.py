@@ -1,5 +1,6 @@
 """The kinds of value config.toml's keys take, each checked with a message that shows the
-value and says what was expected: paths, durations, addresses, zones, one-line text."""
+value and says what was expected: paths, database URLs, durations, addresses, zones,
+one-line text."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    ValidationInfo,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from mailer.languages import LANGUAGE_EXPECTED, is_language
 from mailer.timing import parse_duration
@@ -30,6 +40,31 @@ _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*", re.ASCII | re.IGNORECASE)
 _DOMAIN_EXPECTED = "expected a domain name like example.org, got {}"
 _ZONE_EXPECTED = 'expected an IANA time zone like "Europe/Stockholm", got {}'
+# libpq's URI form (its other spelling, "host=db dbname=mailer", would read as a file name).
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+URL_PASSWORD_REFUSED = (
+    "a password in the URL is not allowed; give it in PGPASSWORD, PGPASSFILE or ~/.pgpass"
+)
+
+
+class PostgresUrl(str):
+    """A PostgreSQL database named by libpq's URI (`postgresql://mailer@db/mailer?sslmode=
+    verify-full`), handed to libpq as written, options and all; it never holds a password.
+
+    A str, so the store's and libpq's functions take it as it is; its own type, so a
+    `paths.database` that is a URL is never mistaken for a file name (or the reverse).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            _postgres_url, core_schema.str_schema(strict=True)
+        )
 
 
 def quote(value: object) -> str:
@@ -43,6 +78,36 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     """Anchor a relative path at the config file's folder, so the service runs from anywhere."""
     base: Path = (info.context or {}).get("base", Path("."))
     return (base / value.expanduser()).absolute()
+
+
+def url_has_password(url: str) -> bool:
+    """Whether libpq would find a password in the URL: `user:secret@` or `?password=`."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return parts.password is not None or any(key == "password" for key, _ in query)
+
+
+def _postgres_url(value: str) -> PostgresUrl:
+    """A PostgreSQL URL without a password. The message never shows the value: it may hold
+    the password, and a configuration error is printed and logged."""
+    scheme = _URL_SCHEME.match(value)
+    if scheme is None or not value.startswith(POSTGRES_SCHEMES):
+        kind = f"a {scheme.group(1)}:// URL" if scheme else quote(value)
+        raise ValueError(f"expected a file path or a postgresql:// URL, got {kind}")
+    if url_has_password(value):
+        raise ValueError(URL_PASSWORD_REFUSED)
+    return PostgresUrl(value)
+
+
+def _database(value: object, info: ValidationInfo) -> Path | PostgresUrl:
+    """`paths.database`: a URL as it is (libpq reads it), else a file path beside config.toml."""
+    if isinstance(value, PostgresUrl):
+        return value
+    if isinstance(value, str) and _URL_SCHEME.match(value):
+        return _postgres_url(value)
+    if isinstance(value, str | Path):
+        return _resolve(Path(value), info)
+    raise PydanticCustomError("path_type", "expected a file path or a postgresql:// URL")
 
 
 def _ca_file(path: Path) -> Path:
@@ -104,6 +169,7 @@ def between(low: int, high: int) -> AfterValidator:
 
 
 ConfigPath = Annotated[Path, Field(strict=False), AfterValidator(_resolve)]  # TOML has no paths
+Database = Annotated[Path | PostgresUrl, PlainValidator(_database)]
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Address = Annotated[str, AfterValidator(_address)]
 OneLine = Annotated[str, checked(_ONE_LINE.fullmatch, _ONE_LINE_EXPECTED)]

@@ -22,7 +22,7 @@ from mailer.errors import InputError, Problems
 from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.sources import defaults_for, load_event
-from mailer.store import Store
+from mailer.store.contract import open_store
 from mailer.transports.maildir import MaildirTransport
 
 # The played clock starts this long before the first mail, so it is seen to fall due.
@@ -109,7 +109,7 @@ async def _play(settings: Settings, source: Path, event: Event, *, seconds: floa
     span_s = (max(m.due for m in event.mails) - clock.now()).total_seconds()
     speed = max(1.0, span_s / seconds)
     assert isinstance(settings.transport, MaildirSettings)  # the scratch one `rehearse` made
-    store = await Store.open(settings.paths.database)
+    store = await open_store(settings.paths.database)
     engine = Engine(
         settings, store=store, transport=MaildirTransport(settings.transport.path), clock=clock
     )
@@ -128,7 +128,7 @@ async def _play(settings: Settings, source: Path, event: Event, *, seconds: floa
 
 
 async def _timeline(settings: Settings, event: Event, outbox: Outbox) -> list[MailTimeline]:
-    store = await Store.open(settings.paths.database)
+    store = await open_store(settings.paths.database)
     try:
         counts = {c.mail: c.counts for c in await store.mail_counts(event.id)}
     finally:

@@ -26,6 +26,7 @@ from mailer.config import (
     find_config,
     load_settings,
 )
+from mailer.config_values import PostgresUrl
 from mailer.errors import ConfigError, Problems
 from mailer.store import Store
 from tests.project import make_project, smtp_transport, write_event
@@ -446,3 +447,75 @@ def test_a_command_that_does_not_send_still_takes_the_password_out_of_the_enviro
     monkeypatch.delenv("MAILER_SMTP_PASSWORD", raising=False)
     transport = load_settings(path, needs_password=False).transport
     assert isinstance(transport, SmtpSettings) and transport.password is None
+
+
+DB_SECRET = "s3cret-Pw"
+URL_PASSWORD_REFUSED = (
+    "paths.database: a password in the URL is not allowed; "
+    "give it in PGPASSWORD, PGPASSFILE or ~/.pgpass"
+)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://mailer@db.example.org:5432/mailer?sslmode=verify-full",
+        "postgres://mailer@db/mailer",
+        "postgresql://mailer@db1:5432,db2:5433/mailer?target_session_attrs=read-write",
+        "postgresql:///mailer?host=/var/run/postgresql&application_name=mailer",
+    ],
+)
+def test_a_postgresql_url_is_the_database_as_written(tmp_path: Path, url: str) -> None:
+    """libpq reads the URL, options and all (sslmode, several hosts, a socket folder): mailer
+    passes it on unchanged instead of taking it for a file path beside config.toml."""
+    settings = load_settings(write(tmp_path, SENDER + f'[paths]\ndatabase = "{url}"\n'))
+    assert isinstance(settings.paths.database, PostgresUrl)
+    assert settings.paths.database == PostgresUrl(url)
+    assert str(settings.paths.database) == url
+
+
+def test_a_database_file_is_still_a_path_beside_the_config_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, SENDER + '[paths]\ndatabase = "state/m.db"\n'))
+    assert settings.paths.database == tmp_path / "state" / "m.db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://mailer:{DB_SECRET}@db/mailer",
+        f"postgres://mailer:{DB_SECRET}@db.example.org:5432/mailer?sslmode=require",
+        f"postgresql://mailer@db/mailer?sslmode=require&password={DB_SECRET}",
+        "postgresql://mailer:s3cret%2DPw@db/mailer",
+    ],
+)
+def test_a_password_in_the_database_url_is_refused_without_showing_it(
+    tmp_path: Path, url: str
+) -> None:
+    """The file is read by anyone who may read the configuration, and the URL ends up in
+    logs and `ps`: libpq's PGPASSWORD, PGPASSFILE and ~/.pgpass are where it goes."""
+    path = write(tmp_path, SENDER + f'[paths]\ndatabase = "{url}"\n')
+    with pytest.raises(Problems) as caught:
+        load_settings(path)
+    assert str(caught.value) == f"{path}: {URL_PASSWORD_REFUSED}"
+    seen = [caught.value, caught.value.__cause__, caught.value.__context__, *caught.value.problems]
+    assert not any("s3cret" in repr(part) for part in seen)
+    assert all("s3cret" not in repr(problem.got) for problem in caught.value.problems)
+    exit_code, output = run_cli("check", "-c", str(path))
+    assert exit_code == 2
+    assert URL_PASSWORD_REFUSED in output and "s3cret" not in output
+
+
+def test_a_database_url_of_another_kind_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, SENDER + '[paths]\ndatabase = "mysql://mailer@db/mailer"\n')
+    assert problems_of(path) == [
+        f"{path}: paths.database: expected a file path or a postgresql:// URL, got a mysql:// URL"
+    ]
+
+
+def test_status_with_a_postgresql_url_asks_that_server(tmp_path: Path, fresh_database: str) -> None:
+    """The URL reaches the PostgreSQL store (an empty database: not set up yet), not a file."""
+    path = write(tmp_path, SENDER + f'[paths]\ndatabase = "{fresh_database}"\n')
+    exit_code, output = run_cli("status", "-c", str(path))
+    assert exit_code == 2
+    assert f"paths.database: no database at {fresh_database}:" in output
+    assert list(tmp_path.iterdir()) == [path]
