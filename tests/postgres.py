@@ -17,10 +17,12 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from subprocess import DEVNULL, Popen
 from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -129,12 +131,36 @@ def running_server(bindir: Path) -> Iterator[str]:
             "start",
             log=folder / "server.log",
         )
+        watcher = _watch(user, folder, bindir / "pg_ctl", data)
         try:
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
         finally:
+            watcher.kill()
+            watcher.wait()
             _run(user, folder, bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# A test run killed (SIGKILL, or SIGTERM from `timeout`, which skips pytest's finalizers)
+# would leave its server running: a process of its own stops it once the run is gone.
+_WATCHER = """
+import os, shutil, subprocess, sys, time
+pid, folder, *stop = sys.argv[1:]
+while os.path.exists(f"/proc/{pid}"):
+    time.sleep(1)
+subprocess.run(stop, cwd=folder, capture_output=True)
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _watch(user: pwd.struct_passwd | None, folder: Path, pg_ctl: Path, data: Path) -> Popen[bytes]:
+    """Start the process that stops the server if this one dies before it can."""
+    stop = [str(pg_ctl), "-D", str(data), "-m", "immediate", "-w", "stop"]
+    if user is not None:
+        stop = ["runuser", "-u", user.pw_name, "--", *stop]
+    argv = [sys.executable, "-c", _WATCHER, str(os.getpid()), str(folder), *stop]
+    return Popen(argv, start_new_session=True, stdin=DEVNULL, stdout=DEVNULL, stderr=DEVNULL)
 
 
 def _server_user() -> pwd.struct_passwd | None:

@@ -3,9 +3,11 @@ test an empty database of its own, and is never silently skipped in CI."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -94,3 +96,34 @@ def test_a_run_in_ci_without_postgresql_binaries_fails(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout
     assert "CI must run the PostgreSQL tests" in result.stdout
+
+
+def test_a_server_whose_test_run_is_killed_is_stopped_and_removed() -> None:
+    """`timeout` and CI kill a hung run without pytest's finalizers: no server is left."""
+    bindir = postgres.find_bindir(postgres.bindir_pattern(os.environ))
+    if bindir is None:
+        postgres.unavailable("no PostgreSQL server binaries", environ=os.environ)
+    script = (
+        "import sys, time\nfrom pathlib import Path\nfrom tests import postgres\n"
+        "with postgres.running_server(Path(sys.argv[1])) as url:\n"
+        "    print(url, flush=True)\n    time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script, str(bindir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    ) as run:
+        assert run.stdout is not None
+        url = run.stdout.readline().strip()
+        psycopg.connect(url).close()
+        run.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+        except psycopg.OperationalError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the server at {url} still answers 20 s after its test run was killed")
