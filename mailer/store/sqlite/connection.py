@@ -150,11 +150,29 @@ async def _connect(
     try:
         await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         for pragma in PRAGMAS[WRITING_PRAGMAS:] if read_only else PRAGMAS:
-            await db.execute(pragma)
+            await _execute_when_free(db, pragma, busy_timeout_s=busy_timeout_s)
     except (OSError, aiosqlite.Error) as exc:  # not a database, a disk that is full
         await db.close()
         raise _unusable(path, exc) from exc
     return db
+
+
+async def _execute_when_free(
+    db: aiosqlite.Connection, pragma: str, *, busy_timeout_s: float
+) -> None:
+    """A pragma, waiting out a lock as busy_timeout would: switching a new database to WAL
+    answers "database is locked" at once, without the busy handler, while another process
+    opens it too (two nodes, or `status` beside a starting service)."""
+    deadline = asyncio.get_running_loop().time() + busy_timeout_s
+    while True:
+        try:
+            await db.execute(pragma)
+            return
+        except aiosqlite.OperationalError as exc:
+            locked = getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED")
+            if not locked or asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.02)
 
 
 def is_damaged(exc: BaseException) -> bool:
