@@ -22,6 +22,8 @@ from mailer.toml_text import load_toml
 # load_toml lives in toml_text.py; it stays importable from here, as it long was.
 __all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "load_toml", "parse_event"]
 
+# SPEC §10's switches: cancelled (calendar-relevant), hold and notify_changes (not).
+SWITCHES = ("cancelled", "hold", "notify_changes")
 EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Keys with a meaning; every other top-level key is free data for the templates.
 EVENT_KEYS = frozenset(
@@ -37,6 +39,7 @@ EVENT_KEYS = frozenset(
         "program",
         "recipients",
         "mail",
+        *SWITCHES,
     )
 )
 ORGANISER_KEYS = frozenset(("name", "email"))
@@ -66,6 +69,9 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     recipients: tuple[Recipient, ...] = ()
     mails: tuple[Mail, ...] = ()
+    cancelled: bool = False
+    hold: bool = False
+    notify_changes: bool = True
 
     @property
     def folder(self) -> Path:
@@ -140,6 +146,7 @@ def parse_event(
     organiser = _organiser(doc.get("organiser"), problems=problems)
     timeline = _timeline(doc, defaults, problems=problems)
     mails = _mails(doc, table, recipients, timeline, source=source, problems=problems)
+    switches = _switches(doc, problems=problems)
     problems.raise_if_any()
     assert timeline is not None
     return Event(
@@ -157,7 +164,20 @@ def parse_event(
         data=data,
         recipients=recipients,
         mails=tuple(mails),
+        **switches,
     )
+
+
+def _switches(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, bool]:
+    """`cancelled`, `hold` and `notify_changes`: true or false (SPEC §10)."""
+    found = {}
+    for key in SWITCHES:
+        if key in doc:
+            if isinstance(doc[key], bool):
+                found[key] = doc[key]
+            else:
+                problems.add(key, f"expected true or false, got {doc[key]!r}")
+    return found
 
 
 def _check_id(source: Path, *, problems: Collector) -> None:

@@ -44,6 +44,7 @@ class Attachment:
     filename: str
     data: bytes
     charset: str | None = None  # of a text file, so a mail reader decodes it as written
+    method: str | None = None  # of a calendar file: Outlook takes an invitation by it
 
     @property
     def mime_type(self) -> tuple[str, str]:
@@ -63,9 +64,14 @@ class Attachment:
             subtype=subtype,
             disposition="attachment",
             filename=self.filename,
-            params={"charset": self.charset} if self.charset else None,
+            params=self._params or None,
         )
         return part.as_bytes(policy=policy.SMTP).rstrip(b"\r\n")
+
+    @property
+    def _params(self) -> dict[str, str]:
+        params = {"charset": self.charset} if self.charset else {}
+        return params | ({"method": self.method} if self.method else {})
 
 
 def message_id(event_id: str, mail_name: str, recipient_key: str, *, domain: str) -> str:

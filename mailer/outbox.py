@@ -16,7 +16,7 @@ from pathlib import Path
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
-from mailer.ics import calendar_attachment
+from mailer.ics import REQUEST, Identity, calendar_file, with_attendee
 from mailer.message import Attachment, Sender, build_message, parse_message
 from mailer.render import Rendered, Renderer
 from mailer.rendering import RenderPool
@@ -60,39 +60,76 @@ class Outbox:
             renderer.templates_dir, default_language=renderer.default_language, size=renderers
         )
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
+        self._calendars: dict[tuple[str, str, Identity], Attachment] = {}
 
     async def compose_async(
-        self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        *,
+        now: datetime,
+        identity: Identity | None = None,
     ) -> bytes:
         """`compose` for the service: the event loop goes on while a worker renders."""
         rendered = await self.pool.render(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity)
 
-    def compose(self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime) -> bytes:
+    def compose(
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        *,
+        now: datetime,
+        identity: Identity | None = None,
+    ) -> bytes:
         """The message `recipient` gets for `mail`; raises MailerError if it cannot be made.
-        Blocks while a worker renders, at most its deadline (`check`, `preview`)."""
+        Blocks while a worker renders, at most its deadline (`check`, `preview`).
+        `identity`: the calendar file's SEQUENCE and METHOD (SPEC §10; the first by default)."""
         rendered = self.pool.render_now(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity)
 
     def close(self) -> None:
         """End the rendering workers."""
         self.pool.close()
 
     def _build(
-        self, event: Event, mail: Mail, recipient: Recipient, rendered: Rendered, *, now: datetime
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        rendered: Rendered,
+        *,
+        now: datetime,
+        identity: Identity | None,
     ) -> bytes:
+        files = self.attachments(event, mail, now=now)
+        if mail.calendar:
+            ics = self._calendar(event, mail, now=now, identity=identity or self.identity())
+            files = (*files, with_attendee(ics, recipient))
         return build_message(
-            event,
-            mail,
-            recipient,
-            rendered,
-            sender=self.sender,
-            attachments=self.attachments(event, mail, now=now),
-            now=now,
+            event, mail, recipient, rendered, sender=self.sender, attachments=files, now=now
         )
 
+    def identity(self, sequence: int = 0, *, method: str = REQUEST) -> Identity:
+        """The calendar identity of a revision; the sender is the ORGANIZER of an event that
+        names none (iTIP requires one)."""
+        return Identity(sequence, method, self.sender.name, self.sender.address)
+
+    def _calendar(
+        self, event: Event, mail: Mail, *, now: datetime, identity: Identity
+    ) -> Attachment:
+        """The mail's calendar file without its ATTENDEE, made once per revision."""
+        key = (event.id, mail.name, identity)
+        if key not in self._calendars:
+            domain = self.sender.message_id_domain
+            self._calendars = {k: v for k, v in self._calendars.items() if k[:2] != key[:2]}
+            self._calendars[key] = calendar_file(event, domain=domain, now=now, identity=identity)
+        return self._calendars[key]
+
     def attachments(self, event: Event, mail: Mail, *, now: datetime) -> tuple[Attachment, ...]:
-        """The mail's files (and .ics), read once and shared by every recipient's message."""
+        """The mail's files, read once and shared by every recipient's message."""
         key = (event.id, mail.name)
         if key not in self._files:
             files = [
@@ -108,16 +145,13 @@ class Outbox:
                 )
                 for path in mail.attach
             ]
-            if mail.calendar:
-                files.append(
-                    calendar_attachment(event, domain=self.sender.message_id_domain, now=now)
-                )
             self._files[key] = tuple(files)
         return self._files[key]
 
     def forget(self, event_id: str) -> None:
         """Drop cached files of an event that changed, so a replaced PDF is sent as it is now."""
         self._files = {k: v for k, v in self._files.items() if k[0] != event_id}
+        self._calendars = {k: v for k, v in self._calendars.items() if k[0] != event_id}
 
     def check(self, event: Event, *, now: datetime) -> list[MailerError]:
         """Compose every mail for every recipient; the problems, at most a few per mail."""
