@@ -159,6 +159,8 @@ class SendingSettings(_Section):
     give_up_after: Duration = timedelta(days=2)
     max_lateness: Duration = timedelta(days=1)
     shutdown_grace: Duration = timedelta(seconds=10)
+    # SPEC §10: an organiser saves several times; their changes become one notice.
+    change_settle: Duration = timedelta(minutes=10)
 
     @model_validator(mode="after")
     def _backoff_grows(self) -> SendingSettings:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from mailer.config import Settings
 from mailer.events import Event
+from mailer.notices import NOTICES, Facts
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
 from mailer.store.rows import EventRow, Version
@@ -50,7 +51,13 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
     event = loaded.event
     assert event is not None, "only a valid event is planned"
     mails = [
-        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
+        {
+            "name": m.name,
+            "due": m.due.timestamp(),
+            "expires": m.expires.timestamp(),
+            "to": m.to,
+            "calendar": m.calendar,
+        }
         for m in event.mails
     ]
     version = Version(
@@ -61,8 +68,17 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         loaded.toml,
         loaded.csv,
         json.dumps(mails),
+        facts=Facts.of(event).to_json(),
+        held=event.hold,
+        notify=event.notify_changes,
     )
-    wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
+    # A cancelled event wants nothing: its pending mails are cancelled, and brought back
+    # (revived) when the key is removed (SPEC §10).
+    wanted = (
+        []
+        if event.cancelled
+        else wanted_deliveries(event, domain=settings.sender.message_id_domain)
+    )
     return Reading(version, wanted, event if keep_event else None)
 
 
@@ -86,5 +102,6 @@ def is_planned(digest: str, row: EventRow | None) -> bool:
 
 def plan_version(reading: Reading, stored: Iterable[Stored]) -> Version:
     """The version to keep, carrying the plan that makes the stored deliveries match it."""
-    plan = plan_event(reading.event_id, reading.wanted, stored)
+    own = (s for s in stored if s.mail not in NOTICES)  # notices are announce()'s, not planned
+    plan = plan_event(reading.event_id, reading.wanted, own)
     return dataclasses.replace(reading.version, plan=plan)

@@ -11,13 +11,14 @@ never import psycopg.
 from __future__ import annotations
 
 from mailer.store.contract import Store
+from mailer.store.postgres.calendars import Calendars
 from mailer.store.postgres.queue import Queue
 from mailer.store.postgres.reports import Reports
 from mailer.store.postgres.schema import MIGRATIONS
 from mailer.store.postgres.versions import Versions
 
 
-class PostgresStore(Queue, Versions, Reports, Store):
+class PostgresStore(Queue, Versions, Calendars, Reports, Store):
     """The contract (`mailer.store.contract.Store`) over a pool of PostgreSQL connections."""
 
 

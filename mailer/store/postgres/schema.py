@@ -63,6 +63,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
+    (
+        # SPEC §10, as SQLite's schema 5: each event's calendar identity, and `hold`.
+        """CREATE TABLE calendars (
+            event TEXT PRIMARY KEY,
+            sequence INTEGER NOT NULL DEFAULT 0,
+            announced TEXT NOT NULL,
+            previous TEXT,
+            pending TEXT,
+            settle_at DOUBLE PRECISION,
+            notify BOOLEAN NOT NULL DEFAULT TRUE
+        )""",
+        "ALTER TABLE events ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
 # (the planner's election, a later step, takes another).

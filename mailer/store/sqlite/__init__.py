@@ -9,6 +9,7 @@ leases, group commit), `versions` (the versions in force), `reports` (status).
 from __future__ import annotations
 
 from mailer.store.contract import Store
+from mailer.store.sqlite.calendars import Calendars
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S, is_damaged
 from mailer.store.sqlite.queue import Queue
 from mailer.store.sqlite.reports import Reports
@@ -16,7 +17,7 @@ from mailer.store.sqlite.schema import MIGRATIONS
 from mailer.store.sqlite.versions import Versions
 
 
-class SqliteStore(Queue, Versions, Reports, Store):
+class SqliteStore(Queue, Versions, Calendars, Reports, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
 
 

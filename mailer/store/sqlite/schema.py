@@ -70,6 +70,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
         "CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending'",
     ),
+    (
+        # SPEC §10: each event's calendar identity. SEQUENCE only grows (announce adds one);
+        # `announced` and `previous` are the facts (notices.Facts, JSON) of this revision
+        # and the one before, `pending` a change waiting until `settle_at` to be announced.
+        """CREATE TABLE calendars (
+            event TEXT PRIMARY KEY,
+            sequence INTEGER NOT NULL DEFAULT 0,
+            announced TEXT NOT NULL,
+            previous TEXT,
+            pending TEXT,
+            settle_at REAL,
+            notify INTEGER NOT NULL DEFAULT 1
+        )""",
+        # `hold = true`: planned, nothing of it claimed.
+        "ALTER TABLE events ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
