@@ -92,8 +92,10 @@ def build_message(
     sender: Sender,
     attachments: Sequence[Attachment] = (),
     now: datetime,
+    mid: str | None = None,
 ) -> bytes:
     """One message to one person, as the bytes that go on the wire (CRLF line ends).
+    `mid`: the delivery's stored Message-ID (a notice's names its round), else the mail's.
 
     To holds that recipient alone; text (and HTML) as quoted-printable UTF-8; attachments
     as parts flattened once per mail. Written directly rather than through `EmailMessage`,
@@ -108,7 +110,7 @@ def build_message(
                 source=event.source,
                 key=f"{mail.key}.{key}",
             )
-    mid = message_id(event.id, mail.name, recipient.key, domain=sender.message_id_domain)
+    mid = mid or message_id(event.id, mail.name, recipient.key, domain=sender.message_id_domain)
     headers = _headers(event, recipient, rendered, sender=sender, mid=mid, now=now)
     # "=_" never occurs in quoted-printable or base64 text, so no body can hold a boundary.
     boundary = f"=_{mid[1:17]}"

@@ -58,12 +58,12 @@ def notice_kind(before: Facts, after: Facts) -> str:
     return "cancellation" if after.cancelled and not before.cancelled else "update"
 
 
-def told_by(kind: str, calendar_mails: list[str]) -> list[str]:
+def told_by(kind: str, calendar_mails: list[str]) -> list[str] | None:
     """The mails whose recipients get a notice of this kind: a cancellation everyone who got
     anything (None: any mail), an update those with a calendar entry to move, and those told
     of a cancellation that is now undone."""
     if kind == "cancellation":
-        return []  # every mail
+        return None
     return [*calendar_mails, *NOTICES]
 
 

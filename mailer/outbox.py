@@ -70,10 +70,12 @@ class Outbox:
         *,
         now: datetime,
         identity: Identity | None = None,
+        mid: str | None = None,
     ) -> bytes:
-        """`compose` for the service: the event loop goes on while a worker renders."""
+        """`compose` for the service: the event loop goes on while a worker renders; `mid`
+        is the delivery's Message-ID."""
         rendered = await self.pool.render(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now, identity=identity)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity, mid=mid)
 
     def compose(
         self,
@@ -88,7 +90,7 @@ class Outbox:
         Blocks while a worker renders, at most its deadline (`check`, `preview`).
         `identity`: the calendar file's SEQUENCE and METHOD (SPEC §10; the first by default)."""
         rendered = self.pool.render_now(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now, identity=identity)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity, mid=None)
 
     def close(self) -> None:
         """End the rendering workers."""
@@ -103,13 +105,21 @@ class Outbox:
         *,
         now: datetime,
         identity: Identity | None,
+        mid: str | None,
     ) -> bytes:
         files = self.attachments(event, mail, now=now)
         if mail.calendar:
             ics = self._calendar(event, mail, now=now, identity=identity or self.identity())
             files = (*files, with_attendee(ics, recipient))
         return build_message(
-            event, mail, recipient, rendered, sender=self.sender, attachments=files, now=now
+            event,
+            mail,
+            recipient,
+            rendered,
+            sender=self.sender,
+            attachments=files,
+            now=now,
+            mid=mid,
         )
 
     def identity(self, sequence: int = 0, *, method: str = REQUEST) -> Identity:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from mailer.announcing import NOTICES, revision
 from mailer.catalog import Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
@@ -211,8 +212,13 @@ class Sender:
             return DeliveryState.CANCELLED
         event, mail, recipient = found
         now = self.clock.now()
+        identity = None
+        if mail.calendar or mail.name in NOTICES:  # one look-up, only for these
+            mail, identity = await revision(self.store, self.outbox, event, mail, recipient)
         try:
-            message = await self.outbox.compose_async(event, mail, recipient, now=now)
+            message = await self.outbox.compose_async(
+                event, mail, recipient, now=now, identity=identity, mid=claimed.message_id
+            )
         except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
             outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
         except OSError as exc:  # a rendering worker could not start: this message's turn only
