@@ -27,6 +27,12 @@ from mailer.sources import Loaded
 from mailer.store.rows import EventRow, Version
 
 
+# Part of every plan digest: changed when what a plan stores grows, so that the first start of
+# a new mailer plans every event once. "calendar": SPEC §10's facts and `calendar` per mail,
+# without which an event planned before would take its first move as its first revision.
+PLANNED_WITH = "calendar"
+
+
 @dataclass(frozen=True)
 class Reading:
     """A valid event file as planning needs it: what the store keeps, what the event wants."""
@@ -87,7 +93,7 @@ def plan_digest(content_digest: str, settings: Settings) -> str:
     sending, sender = settings.sending, settings.sender
     basis = (
         f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
+        f"{sender.message_id_domain}|{PLANNED_WITH}"
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
