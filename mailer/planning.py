@@ -26,7 +26,6 @@ from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
 from mailer.store.rows import EventRow, Version
 
-
 # Part of every plan digest: changed when what a plan stores grows, so that the first start of
 # a new mailer plans every event once. "calendar": SPEC §10's facts and `calendar` per mail,
 # without which an event planned before would take its first move as its first revision.
