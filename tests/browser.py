@@ -64,15 +64,17 @@ def shipped_examples_served(root: Path) -> Iterator[str]:
     config = root / "config.toml"
     text = (REPO / "config.example.toml").read_text(encoding="utf-8")
     config.write_text(f'{text}\n[web]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
-    service = subprocess.Popen(
-        [sys.executable, "-m", "mailer", "-c", str(config), "run"],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = root / "service.log"  # a file, not a pipe nobody reads, which could fill and block
+    with log.open("wb") as log_file:
+        service = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "-c", str(config), "run"],
+            cwd=root,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(base + "/healthz", service)
+        _wait_for(base + "/healthz", service, log)
         yield base
     finally:
         service.terminate()
@@ -81,14 +83,14 @@ def shipped_examples_served(root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             service.kill()
             service.wait()
-        assert service.stderr is not None
-        service.stderr.close()
 
 
-def _wait_for(url: str, service: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+def _wait_for(
+    url: str, service: subprocess.Popen[bytes], log: Path, timeout_s: float = 20.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert service.poll() is None, service.stderr.read() if service.stderr else ""
+        assert service.poll() is None, log.read_text(encoding="utf-8", errors="replace")
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
                 if reply.status == 200:
