@@ -64,7 +64,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
     (
-        # SPEC §10, as SQLite's schema 5: each event's calendar identity, and `hold`.
+        # The organisers' events page: counts by event and state from the index alone (SQLite's
+        # schema 5; this is PostgreSQL's 2).
+        "CREATE INDEX deliveries_by_event ON deliveries (event, state, next_attempt)",
+    ),
+    (
+        # SPEC §10, as SQLite's schema 6 (this is PostgreSQL's 3): calendar identity, `hold`.
         """CREATE TABLE calendars (
             event TEXT PRIMARY KEY,
             sequence INTEGER NOT NULL DEFAULT 0,
