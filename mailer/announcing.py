@@ -70,12 +70,22 @@ async def announce_settled(store: Store, *, now: float, domain: str) -> int:
 
 
 async def revision(
-    store: Store, outbox: Outbox, event: Event, mail: Mail, recipient: Recipient
+    store: Store,
+    outbox: Outbox,
+    event: Event,
+    mail: Mail,
+    recipient: Recipient,
+    *,
+    known: dict[str, CalendarRow | None] | None = None,
 ) -> tuple[Mail, Identity]:
     """The mail as it goes out now, and its calendar identity: a notice gets what changed
     (from the revision before this one) and, for a cancellation, a calendar file only if
-    this person got one."""
-    row = await store.calendar(event.id)
+    this person got one. `known`: rows already read in this step (one look-up per event,
+    not per message: a revision is announced between steps)."""
+    known = {} if known is None else known
+    if event.id not in known:
+        known[event.id] = await store.calendar(event.id)
+    row = known[event.id]
     sequence = row.sequence if row is not None else 0
     if mail.name not in NOTICES or row is None:
         return mail, outbox.identity(sequence)

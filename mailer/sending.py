@@ -25,7 +25,7 @@ from mailer.delivery import DeliveryState, Outcome, Verdict
 from mailer.errors import MailerError
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
-from mailer.store import HEARTBEAT_S, Attempt, Claimed, Narrow, Store
+from mailer.store import HEARTBEAT_S, Attempt, CalendarRow, Claimed, Narrow, Store
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
@@ -110,6 +110,8 @@ class Sender:
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
         self.attempts_made: Counter[str] = Counter()
+        # Each event's calendar identity as read in this step (announcing.revision).
+        self._calendars: dict[str, CalendarRow | None] = {}
 
     async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> StepResult:
         """Send everything due now over `connections` concurrent sessions.
@@ -118,6 +120,7 @@ class Sender:
         taking what falls due (a retry) after that instant: `mailer send` makes one pass.
         """
         await self._settle_leftovers()
+        self._calendars.clear()  # read again each step: a revision is announced before it
         if self.is_paused():
             return StepResult({}, 0, self.paused_because)
         self.paused_because = None  # a pause that has ended is not news of this step
@@ -214,7 +217,9 @@ class Sender:
         now = self.clock.now()
         identity = None
         if mail.calendar or mail.name in NOTICES:  # one look-up, only for these
-            mail, identity = await revision(self.store, self.outbox, event, mail, recipient)
+            mail, identity = await revision(
+                self.store, self.outbox, event, mail, recipient, known=self._calendars
+            )
         try:
             message = await self.outbox.compose_async(
                 event, mail, recipient, now=now, identity=identity, mid=claimed.message_id
