@@ -4,6 +4,7 @@ hold; on a steered clock, real SQLite and a real Maildir, every .ics read by two
 from __future__ import annotations
 
 import mailbox
+import shutil
 import sqlite3
 from datetime import datetime, timedelta
 from email import message_from_binary_file, policy
@@ -13,11 +14,13 @@ from zoneinfo import ZoneInfo
 
 import icalendar
 import vobject
+from click.testing import CliRunner
 
+from mailer.cli import main
 from mailer.clock import ManualClock
 from mailer.engine import Engine
 from mailer.status import status_report
-from tests.project import EVENT, make_project, write_event
+from tests.project import EVENT, TEMPLATES, make_project, write_event
 from tests.test_engine import INVITATION_DUE, engine_at
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -250,3 +253,19 @@ async def test_a_held_event_sends_nothing_shows_held_and_sends_what_fell_due_on_
         (event,) = (await status_report(engine.store, zone=STOCKHOLM))["events"]
         assert event["held"] is False
     assert len(messages(tmp_path)) == 2
+
+
+def test_check_notes_a_templates_folder_without_the_notices(tmp_path: Path):
+    """An operator's own templates folder from before SPEC §10: the first update would fail
+    months later; `check` says so now (a note: the event is fine, exit 0)."""
+    config = make_project(tmp_path)
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    for old in templates.glob("*/update.*"):
+        old.unlink()
+    config.write_text(config.read_text().replace(str(TEMPLATES), str(templates)))
+    write_event(tmp_path, "forlabb")
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert 'no "update" template in' in result.output
+    assert 'no "cancellation" template' not in result.output
