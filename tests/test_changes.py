@@ -194,8 +194,19 @@ async def test_a_cancelled_event_cancels_what_is_pending_and_tells_everyone_once
         assert {state for _, state in pending_due(tmp_path, "reminder")} == {"scheduled"}
         clock.advance(SETTLE)
         assert (await engine.step()).handled == 2
+        (event,) = (await status_report(engine.store, zone=STOCKHOLM))["events"]
+        counts = {m["name"]: {k: v for k, v in m["counts"].items() if v} for m in event["mails"]}
+        assert counts == {  # notices are status rows like any mail
+            "invitation": {"sent": 2},
+            "reminder": {"scheduled": 2},
+            "cancellation": {"sent": 2},
+            "update": {"sent": 2},
+        }
     updates = by_subject(tmp_path, "Ändrat") | by_subject(tmp_path, "Changed")
     assert sorted(updates) == ["anna@example.org", "bjorn@example.org"]
+    assert "Förlabb: Skolnärvaro blir av som planerat." in (
+        updates["anna@example.org"].get_body(("plain",)).get_content()
+    )
     assert {calendar_of(m)["sequence"] for m in updates.values()} == {2}
     assert {calendar_of(m)["method"] for m in updates.values()} == {"REQUEST"}
 
