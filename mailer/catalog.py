@@ -4,8 +4,9 @@ The one orchestrator of loading: start-up is a sync of every event file, hot rel
 those that changed, `mailer rehearse` a sync of one. Each file is read (`reading`: judged
 valid or not as `mailer check` judges it, by worker processes when there are many), planned
 against its stored deliveries (`planning`, pure) and saved (`store.save_valid`). A valid
-version is kept in the store (file text and CSV), so that while the file on disk is invalid,
-across restarts too, the last valid version stays in force. Reading and planning a big event
+version is kept in the store (file text, CSV and attachments), so that while the file on
+disk is invalid, across restarts too, the last valid version stays in force, and is what is
+sent. Reading and planning a big event
 (200,000 recipients take seconds) run in threads, never on the event loop.
 """
 
@@ -83,12 +84,14 @@ class Catalog:
             if texts is not None:
                 try:
                     self._keep(await asyncio.to_thread(self._stored, source, *texts))
+                    self.outbox.use_files(event_id, await self.store.event_files(event_id))
                     return
                 except MailerError as exc:
                     log.error("%s: the version in force no longer loads: %s", event_id, exc)
             loaded = await asyncio.to_thread(judge, source, self.settings)
         if loaded.event is not None:
             self._keep(loaded.event)
+            self.outbox.use_files(loaded.id, loaded.files)
         else:  # changed under us and invalid now: the last valid version holds
             await self._keep_last_valid(loaded.id, source=loaded.source, error=str(loaded.error))
 
@@ -106,6 +109,7 @@ class Catalog:
         while len(self.events) > MAX_PARSED:
             _, oldest = self.events.popitem(last=False)
             self._unparsed[oldest.id] = oldest.source
+            self.outbox.forget(oldest.id)
 
     async def find(
         self, event_id: str, mail_name: str, recipient_key: str
@@ -239,12 +243,14 @@ class Catalog:
         """Put a version in force. It stays parsed only if the version before it was (its
         mails are being sent): else it is parsed again when a mail falls due, as after a
         start, so that re-planning a big event leaves nothing of it in memory."""
+        self.outbox.forget(reading.event_id)
         if reading.event is not None and reading.event_id in self.events:
             self._keep(reading.event)
+            files = {f.name: f.data for f in reading.version.files}
+            self.outbox.use_files(reading.event_id, files)
         else:
             self.events.pop(reading.event_id, None)
             self._unparsed[reading.event_id] = reading.source
-        self.outbox.forget(reading.event_id)
 
     async def _refuse(self, read: Invalid, *, known: bool) -> None:
         """A file that is invalid or gone: gone, its event is removed; invalid, it is not."""
@@ -277,6 +283,7 @@ class Catalog:
                         defaults=defaults_for(self.settings),
                     )
                 )
+                self.outbox.use_files(event_id, await self.store.event_files(event_id))
             except MailerError as exc:
                 log.error("%s: the last valid version no longer loads: %s", event_id, exc)
 
@@ -284,6 +291,7 @@ class Catalog:
         cancelled = await self.store.remove_event(event_id, now=self._now())
         self.events.pop(event_id, None)
         self._unparsed.pop(event_id, None)
+        self.outbox.forget(event_id)
         log.info("%s: event file removed; %d undelivered deliveries cancelled", event_id, cancelled)
 
     @contextmanager

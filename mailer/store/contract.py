@@ -63,13 +63,19 @@ class Store(Protocol):
         """The TOML and CSV text of an event's last valid version, if it had one."""
         ...
 
+    async def event_files(self, event_id: str) -> dict[str, bytes]:
+        """The attachments of an event's last valid version as they were checked, by name
+        (empty for a version saved before they were stored: then the folder's are used)."""
+        ...
+
     async def stored_deliveries(self, event_id: str) -> list[Stored]:
         """Every delivery of an event, in any state: what planning compares a version with."""
         ...
 
     async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
-        """Keep events' newest valid versions and apply their plans, all in one transaction.
-        The plan's changes leave a delivery being sent (or ended) as it is."""
+        """Keep events' newest valid versions (their attachments too, each content once) and
+        apply their plans, all in one transaction. The plan's changes leave a delivery being
+        sent (or ended) as it is."""
         ...
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:

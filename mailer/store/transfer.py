@@ -24,9 +24,9 @@ from mailer.store.postgres.connection import Db, shown
 from mailer.store.postgres.schema import migrate
 from mailer.store.sqlite import SqliteStore
 
-# What is copied, parents before children (attempts refer to deliveries). Leases come along
-# as they are: a node takes back what a stopped process held once its lease has run out.
-TABLES = ("events", "deliveries", "attempts")
+# What is copied, parents before children (attempts refer to deliveries, files to blobs).
+# Leases come as they are: a node takes back what a stopped process held once they ran out.
+TABLES = ("events", "deliveries", "attempts", "blobs", "event_files")
 # Rows read from SQLite and sent to COPY at a time: memory stays flat at 200,000 deliveries.
 CHUNK_ROWS = 5_000
 # SQLite's unix VFS: every connection to a database in WAL mode holds a shared lock on this

@@ -6,8 +6,7 @@ take turns: the first creates the tables, the others wait, then find them made (
 the lock, two `CREATE TABLE`s race and one fails on pg_type's unique index).
 
 Times are unix seconds as DOUBLE PRECISION and states are text, as in SQLite, so both
-stores answer with the same values. Later steps of SPEC §9 (a `nodes` table, the version in
-force stored whole) come as further migrations.
+stores answer with the same values. Later steps of SPEC §9 come as further migrations.
 """
 
 from __future__ import annotations
@@ -62,6 +61,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             reply TEXT NOT NULL
         )""",
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
+    ),
+    (
+        # SPEC §9, the version in force stored whole (SQLite's schema 5): attachments as
+        # checked, each content once, so every node sends the same bytes.
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)",
+        """CREATE TABLE event_files (
+            event TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            PRIMARY KEY (event, name)
+        )""",
+        "CREATE INDEX event_files_digest ON event_files (digest)",
     ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses

@@ -70,6 +70,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
         "CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending'",
     ),
+    (
+        # SPEC §9, the version in force stored whole: its attachments as they were checked,
+        # each content once (a report PDF attached by ten mails of three events is one row),
+        # so a file replaced on disk after planning is not what goes out.
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        """CREATE TABLE event_files (
+            event TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            PRIMARY KEY (event, name)
+        )""",
+        "CREATE INDEX event_files_digest ON event_files (digest)",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
