@@ -23,6 +23,8 @@ from tests.project import make_project, timed_event, write_event
 from tests.test_commands import plan
 from tests.test_service import soon
 
+PDF = b"%PDF-1.7\x00\xff\\x binary, with a backslash"
+
 
 async def migrate(config: Path, url: str) -> Result:
     return await asyncio.to_thread(
@@ -41,7 +43,8 @@ async def sent_failed_and_pending(config: Path) -> dict[str, str]:
     settings = load_settings(config)
     root = config.parent
     write_event(root, "seminarium", timed_event(soon(-5), people=6))
-    write_event(root, "later", timed_event(soon(90 * 86400), people=2))
+    later = timed_event(soon(90 * 86400), people=2) + 'attach = ["program.pdf"]\n'
+    write_event(root, "later", later, program__pdf=PDF)
     await plan(settings)
     store = await Store.open(settings.paths.database)
     now = SystemClock().now().timestamp()
@@ -76,6 +79,7 @@ async def test_migrate_copies_everything_and_a_node_on_it_sends_only_what_was_pe
         ("sent", 2),
     ]
     assert pg_rows(fresh_database, "SELECT COUNT(*) FROM attempts") == [(5,)]
+    assert pg_rows(fresh_database, "SELECT data FROM blobs") == [(PDF,)]
     # The copy continues the ids: a new delivery does not collide with a copied one.
     config.write_text(
         config.read_text().replace('"var/mailer.sqlite3"', f'"{fresh_database}"'),
