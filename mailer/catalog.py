@@ -69,11 +69,31 @@ class Catalog:
         """The version in force of an event, parsed now if it was left unparsed."""
         async with self._parsing:
             source = self._unparsed.pop(event_id, None)
+            if source is None and event_id not in self.events:
+                source = await self._planned_elsewhere(event_id)
             if source is not None:
                 await self._parse(event_id, source)
         if event_id in self.events:
             self.events.move_to_end(event_id)
         return self.events.get(event_id)
+
+    async def _planned_elsewhere(self, event_id: str) -> Path | None:
+        """The file of an event this process never read but the database holds in force:
+        planned by another node (SPEC §9), whose version, not this folder's, is sent."""
+        row = (await self.store.events()).get(event_id)
+        if row is None or row.digest is None or row.removed:
+            return None
+        return Path(row.source)
+
+    def changed_elsewhere(self, event_id: str, *, source: str | None) -> None:
+        """Another node re-planned (or removed) the event: what is held parsed here may be
+        an older version, so it is parsed again from the database when next needed."""
+        self.events.pop(event_id, None)
+        self.outbox.forget(event_id)
+        if source is None:  # removed
+            self._unparsed.pop(event_id, None)
+        else:
+            self._unparsed[event_id] = Path(source)
 
     async def _parse(self, event_id: str, source: Path) -> None:
         """Parse the version in force from its texts in the database, the version that was

@@ -11,6 +11,7 @@ from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
+    Change,
     Claimed,
     DatabaseGone,
     DeliveryRow,
@@ -28,6 +29,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING",
     "Attempt",
+    "Change",
     "Claimed",
     "DatabaseGone",
     "DeliveryRow",

@@ -8,7 +8,7 @@ Two implementations: `mailer.store.sqlite` (the embedded default) and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from mailer.plan import Stored
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,
+    Change,
     Claimed,
     DeliveryRow,
     EventRow,
@@ -141,6 +142,13 @@ class Store(Protocol):
         recipient: str | None = None,
     ) -> int:
         """Back in the queue now, as new (`mailer retry`, `mailer send`); how many."""
+        ...
+
+    # -- other nodes ----------------------------------------------------------------------
+
+    async def listen(self, heard: Callable[[Change], None]) -> None:
+        """Call `heard` for each change another node commits, until cancelled (PostgreSQL's
+        LISTEN/NOTIFY). SQLite hears nothing: its other processes are found by the poll."""
         ...
 
     # -- reports --------------------------------------------------------------------------

@@ -107,5 +107,16 @@ class DeliveryRow:
     due: float
 
 
+@dataclass(frozen=True)
+class Change:
+    """What another node changed (SPEC §9, wake-ups across nodes): "plan" of an event (its
+    version in force or its deliveries), "removed" (its file is gone), "queue" (deliveries
+    put back: `mailer send`, `mailer retry`, a release), or "changed" (unknown: look)."""
+
+    kind: str
+    event: str | None = None
+    source: str | None = None
+
+
 class DatabaseGone(ConfigError):
     """The database file opened was deleted or replaced under the running service."""

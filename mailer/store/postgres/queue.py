@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from mailer.delivery import DeliveryState
 from mailer.store.leases import LEASE_S, Node
 from mailer.store.postgres.connection import Connection, Db
+from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import Attempt, Claimed, Narrow
 
 PENDING_SQL = "('scheduled', 'retrying')"
@@ -64,6 +65,8 @@ class Queue(Connection):
                 + _locked(f"state = 'sending' AND ({gone_sql} OR ({_RUN_OUT}))"),
                 params,
             )
+            if cursor.rowcount:
+                await announce(db, self.node, "queue")
             return cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
@@ -84,6 +87,7 @@ class Queue(Connection):
                 f"AND leased_by = %s",
                 (sorted(ids), self.node.id),
             )
+            await announce(db, self.node, "queue")  # another node may send them now
 
     async def next_due(self) -> float | None:
         rows = await self._rows(
@@ -237,6 +241,8 @@ class Queue(Connection):
                 f"next_attempt = %s, expires = GREATEST(expires, %s + 3600) WHERE {where}",
                 [now, now, *params],
             )
+            if cursor.rowcount:
+                await announce(db, self.node, "queue", event=event_id)
             return cursor.rowcount
 
 

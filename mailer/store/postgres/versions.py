@@ -8,6 +8,7 @@ from mailer.delivery import DeliveryState
 from mailer.plan import Plan, Stored
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.queue import PENDING_SQL
+from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import EventRow, Version
 
 
@@ -68,6 +69,9 @@ class Versions(Connection):
             )
             await _keep_files(db, versions)
             await _apply(db, [v.plan for v in versions if v.plan is not None])
+            for v in versions:
+                if v.plan is not None:  # a version in force other nodes may hold parsed
+                    await announce(db, self.node, "plan", event=v.event_id, source=v.source)
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
@@ -92,6 +96,7 @@ class Versions(Connection):
                 f"WHERE event = %s AND state IN {PENDING_SQL}",
                 (event_id,),
             )
+            await announce(db, self.node, "removed", event=event_id)
             return cursor.rowcount
 
 
