@@ -27,9 +27,10 @@ from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
 from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
+from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, is_damaged
+from mailer.store import Narrow, Store, is_damaged
 from mailer.store.contract import is_url, open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
@@ -51,13 +52,16 @@ __all__ = [
 ]
 
 
-def transport_for(settings: Settings) -> Transport:
-    """The transport `[transport] kind` names."""
+def transport_for(settings: Settings, *, store: Store, clock: Clock) -> Transport:
+    """The transport `[transport] kind` names; its `max_per_minute` shared by every process
+    on the store's database (SPEC §9)."""
     if isinstance(settings.transport, SmtpSettings):
+        per_minute = settings.sending.max_per_minute
         return SmtpTransport(
             settings.transport,
             connections=settings.sending.connections,
-            max_per_minute=settings.sending.max_per_minute,
+            max_per_minute=per_minute,
+            pace=SharedPace(store, max_per_minute=per_minute, clock=clock) if per_minute else None,
         )
     return MaildirTransport(settings.transport.path)
 
@@ -71,7 +75,12 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     gc.freeze()
     store = await open_store(settings.paths.database)
     try:
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop)
@@ -147,7 +156,12 @@ async def send_now(
     store = await open_store(settings.paths.database)
     engine: Engine | None = None
     try:  # the store is closed whatever fails: its thread would keep the process alive
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         await engine.plan()
         await _check_asked(engine, settings, event_id, mail, recipient)
         asked = {

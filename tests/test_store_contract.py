@@ -351,6 +351,24 @@ async def test_a_failed_batch_is_said_to_every_outcome_in_it(store: Store):
     assert results[1] is not None and isinstance(results[1], Exception)
 
 
+async def test_turns_are_spaced_evenly_for_every_node_together(store: Store, other: Store):
+    """max_per_minute across nodes (SPEC §9): one turn per interval, whoever asks."""
+    asked = [(store, 100.0), (other, 100.0), (store, 100.1), (other, 100.2)]
+    assert [await s.reserve_turn(now, interval_s=0.5) for s, now in asked] == [
+        100.0,
+        100.5,
+        101.0,
+        101.5,
+    ]
+    assert await other.reserve_turn(500.0, interval_s=0.5) == 500.0  # idle: no backlog
+    at_once = await asyncio.gather(
+        *(s.reserve_turn(600.0, interval_s=0.25) for _ in range(10) for s in (store, other))
+    )
+    assert sorted(at_once) == [600.0 + 0.25 * n for n in range(20)]  # none given twice
+    # A wall clock set back an hour: turns start again from it, not an hour from now.
+    assert await store.reserve_turn(600.0 - 3600, interval_s=0.5) == 600.0 - 3600
+
+
 # -- the versions in force -------------------------------------------------------------------
 
 

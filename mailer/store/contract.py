@@ -144,6 +144,13 @@ class Store(Protocol):
         """Back in the queue now, as new (`mailer retry`, `mailer send`); how many."""
         ...
 
+    async def reserve_turn(self, now: float, *, interval_s: float) -> float:
+        """The instant (unix seconds, not before `now`) at which one more message may leave
+        so that every process on this database together sends one per `interval_s`, and
+        that turn reserved (`max_per_minute`, SPEC §9). A turn more than TURN_AHEAD_MAX_S
+        ahead is taken for a clock set back, and the turns start again from `now`."""
+        ...
+
     # -- other nodes ----------------------------------------------------------------------
 
     async def listen(self, heard: Callable[[Change], None]) -> None:
@@ -166,6 +173,11 @@ class Store(Protocol):
         """Each delivery of one mail, by recipient."""
         ...
 
+
+# Turns are reserved at most this far ahead: further means a wall clock set back (or more
+# sessions waiting than max_per_minute allows in five minutes), and waiting for it would
+# stall sending as long.
+TURN_AHEAD_MAX_S = 300.0
 
 # The URL schemes libpq's URI form takes: such a `paths.database` is a PostgreSQL database.
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from mailer.delivery import DeliveryState
+from mailer.store.contract import TURN_AHEAD_MAX_S
 from mailer.store.leases import LEASE_S, Node
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.wakeups import announce
@@ -77,6 +78,23 @@ class Queue(Connection):
                 (now + LEASE_S, self.node.id),
             )
             return cursor.rowcount
+
+    async def reserve_turn(self, now: float, *, interval_s: float) -> float:
+        """The next turn of every node together (`max_per_minute`): one row, locked for the
+        moment of its update, so turns are handed out one after another."""
+        params = {"now": now, "interval": interval_s, "ahead": TURN_AHEAD_MAX_S}
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                """INSERT INTO pace (name, next_at) VALUES ('send', %(now)s + %(interval)s)
+                   ON CONFLICT (name) DO UPDATE SET next_at = CASE
+                       WHEN pace.next_at > %(now)s + %(ahead)s THEN %(now)s
+                       ELSE GREATEST(pace.next_at, %(now)s)
+                   END + %(interval)s
+                   RETURNING next_at""",
+                params,
+            )
+            (next_at,) = await cursor.fetchone() or (now + interval_s,)
+        return float(next_at) - interval_s
 
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed but not sent (sending paused or stopping): back to the queue as they were.

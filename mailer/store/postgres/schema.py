@@ -74,6 +74,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX event_files_digest ON event_files (digest)",
     ),
+    (
+        # SPEC §9, max_per_minute for all nodes together (SQLite's schema 6).
+        "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
 # (the planner's election, a later step, takes another).

@@ -83,6 +83,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX event_files_digest ON event_files (digest)",
     ),
+    (
+        # SPEC §9, max_per_minute for all processes together: when the next message may
+        # leave (mailer.pacing). One row, 'send'.
+        "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
