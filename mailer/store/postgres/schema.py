@@ -63,7 +63,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
     (
-        # SPEC §9, the version in force stored whole (SQLite's schema 5): attachments as
+        # The organisers' events page: counts by event and state from the index alone (SQLite's
+        # schema 5; this is PostgreSQL's 2).
+        "CREATE INDEX deliveries_by_event ON deliveries (event, state, next_attempt)",
+    ),
+    (
+        # SPEC §9, the version in force stored whole (SQLite's schema 6): attachments as
         # checked, each content once, so every node sends the same bytes.
         "CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)",
         """CREATE TABLE event_files (
@@ -75,7 +80,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX event_files_digest ON event_files (digest)",
     ),
     (
-        # SPEC §9, max_per_minute for all nodes together (SQLite's schema 6).
+        # SPEC §9, max_per_minute for all nodes together (SQLite's schema 7).
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
     ),
 )
