@@ -57,6 +57,7 @@ class Catalog:
         self.events: OrderedDict[str, Event] = OrderedDict()  # in force, parsed; LRU order
         # In force, planned, but not parsed: parsed again when one of its mails is due.
         self._unparsed: dict[str, Path] = {}
+        self._changed: dict[str, str | None] = {}  # by other nodes: event -> source, None if gone
         self._parsing = asyncio.Lock()
         self._pauses = 0  # reloads and parses under way with the cyclic collector paused
         self._collector_was_on = True
@@ -68,6 +69,7 @@ class Catalog:
     async def event(self, event_id: str) -> Event | None:
         """The version in force of an event, parsed now if it was left unparsed."""
         async with self._parsing:
+            self._forget_changed()
             source = self._unparsed.pop(event_id, None)
             if source is None and event_id not in self.events:
                 source = await self._planned_elsewhere(event_id)
@@ -87,13 +89,20 @@ class Catalog:
 
     def changed_elsewhere(self, event_id: str, *, source: str | None) -> None:
         """Another node re-planned (or removed) the event: what is held parsed here may be
-        an older version, so it is parsed again from the database when next needed."""
-        self.events.pop(event_id, None)
-        self.outbox.forget(event_id)
-        if source is None:  # removed
-            self._unparsed.pop(event_id, None)
-        else:
-            self._unparsed[event_id] = Path(source)
+        an older version, so it is parsed again from the database when next needed. Noted
+        now, applied by the next `event()` under the parsing lock: a parse under way when
+        the news came would otherwise put the older version back after it."""
+        self._changed[event_id] = source
+
+    def _forget_changed(self) -> None:
+        for event_id, source in self._changed.items():
+            self.events.pop(event_id, None)
+            self.outbox.forget(event_id)
+            if source is None:  # removed
+                self._unparsed.pop(event_id, None)
+            else:
+                self._unparsed[event_id] = Path(source)
+        self._changed.clear()
 
     async def _parse(self, event_id: str, source: Path) -> None:
         """Parse the version in force from its texts in the database, the version that was

@@ -68,27 +68,34 @@ async def test_a_plan_or_a_retry_by_one_node_wakes_another_within_a_second(
     config = make_project(tmp_path)
     config.write_text(config.read_text().replace('"var/mailer.sqlite3"', f'"{fresh_database}"'))
     settings = load_settings(config)
-    first = write_event(tmp_path, "seminarium", timed_event(soon(-1), people=3))
-    second = write_event(tmp_path, "workshop", timed_event(soon(-1), people=2))
+    due = soon(-1)
+    source = write_event(tmp_path, "seminarium", timed_event(due, people=3))
     maildir = tmp_path / "node-b"
     loop = asyncio.get_running_loop()
     async with sending_node(settings, maildir), planning_node(settings, tmp_path) as planner:
-        await planner.plan([first])  # committed when it returns
+        await planner.plan([source])  # committed when it returns
         # Woken, or it would wait its 60 s poll; the first message also starts its renderers.
         await until(lambda: delivered(maildir) == 3, timeout_s=SLOW_POLL_S / 4)
 
-        await planner.plan([second])
+        # A late registrant: the sending node holds the old version parsed, without her; it
+        # must send from the new one (it cancelled her as "no longer in the event" before).
+        write_event(tmp_path, "seminarium", timed_event(due, people=4))
+        await planner.plan([source])
         started = loop.time()
-        await until(lambda: delivered(maildir) == 5, timeout_s=SLOW_POLL_S / 4)
+        await until(lambda: delivered(maildir) == 4, timeout_s=SLOW_POLL_S / 4)
         assert loop.time() - started < WITHIN_S
 
         with psycopg.connect(fresh_database, autocommit=True) as db:
             db.execute("UPDATE deliveries SET state = 'failed' WHERE recipient LIKE 'person00000%'")
         started = loop.time()
         assert await requeue_failed(settings, "seminarium", None, now=datetime.now(UTC)) == 1
-        await until(lambda: delivered(maildir) == 6, timeout_s=SLOW_POLL_S / 4)
+        await until(lambda: delivered(maildir) == 5, timeout_s=SLOW_POLL_S / 4)
         assert loop.time() - started < WITHIN_S
     assert delivered(tmp_path / "node-a") == 0  # the planner sent nothing
+    with psycopg.connect(fresh_database) as db:
+        assert db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY 1").fetchall() == [
+            ("sent", 4)
+        ]
 
 
 @asynccontextmanager
