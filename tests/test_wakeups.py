@@ -31,13 +31,14 @@ def delivered(folder: Path) -> int:
     return len(list(new.iterdir())) if new.is_dir() else 0
 
 
-def listening(url: str) -> bool:
+def listeners(url: str) -> list[int]:
+    """The backends of the database that listen for mailer's wake-ups, by pid."""
     with psycopg.connect(url) as db:
-        row = db.execute(
-            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+        rows = db.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
             "AND query = 'LISTEN mailer' AND state = 'idle'"
-        ).fetchone()
-    return bool(row and row[0])
+        ).fetchall()
+    return [pid for (pid,) in rows]
 
 
 @asynccontextmanager
@@ -54,7 +55,7 @@ async def sending_node(settings: Settings, maildir: Path) -> AsyncIterator[Engin
     running = asyncio.create_task(engine.run(sources=[], watch_folder=False))
     try:
         await engine.loaded.wait()
-        await until(lambda: listening(str(settings.paths.database)))
+        await until(lambda: bool(listeners(str(settings.paths.database))))
         yield engine
     finally:
         engine.stop()
@@ -76,6 +77,12 @@ async def test_a_plan_or_a_retry_by_one_node_wakes_another_within_a_second(
         await planner.plan([source])  # committed when it returns
         # Woken, or it would wait its 60 s poll; the first message also starts its renderers.
         await until(lambda: delivered(maildir) == 3, timeout_s=SLOW_POLL_S / 4)
+
+        # The listening connection is cut (a database restart, a firewall): it comes back.
+        (cut,) = listeners(fresh_database)
+        with psycopg.connect(fresh_database, autocommit=True) as db:
+            db.execute("SELECT pg_terminate_backend(%s)", (cut,))
+        await until(lambda: listeners(fresh_database) not in ([], [cut]), timeout_s=10)
 
         # A late registrant: the sending node holds the old version parsed, without her; it
         # must send from the new one (it cancelled her as "no longer in the event" before).

@@ -58,7 +58,7 @@ class Wakeups(Connection):
                         change = self._change_of(note.payload)
                         if change is not None:
                             heard(change)
-            except psycopg.Error as exc:
+            except (psycopg.Error, OSError) as exc:
                 if not down:
                     log.warning(
                         "wake-ups from other nodes not heard (%s: %s); polling meanwhile",
