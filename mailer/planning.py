@@ -24,7 +24,7 @@ from mailer.events import Event
 from mailer.notices import NOTICES, Facts
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
-from mailer.store.rows import EventRow, Version
+from mailer.store.rows import EventRow, File, Version
 
 # Part of every plan digest: changed when what a plan stores grows, so that the first start of
 # a new mailer plans every event once. "calendar": SPEC §10's facts and `calendar` per mail,
@@ -76,6 +76,10 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         facts=Facts.of(event).to_json(),
         held=event.hold,
         notify=event.notify_changes,
+        files=tuple(
+            File(name, hashlib.sha256(data).hexdigest(), data)
+            for name, data in sorted(loaded.files.items())
+        ),
     )
     # A cancelled event wants nothing: its pending mails are cancelled, and brought back
     # (revived) when the key is removed (SPEC §10).
