@@ -61,6 +61,7 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         loaded.toml,
         loaded.csv,
         json.dumps(mails),
+        ends=event.ends.timestamp(),
     )
     wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
     return Reading(version, wanted, event if keep_event else None)

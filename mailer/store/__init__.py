@@ -11,12 +11,14 @@ from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
+    Bounce,
     Claimed,
     DatabaseGone,
     DeliveryRow,
     EventRow,
     MailCounts,
     Narrow,
+    Purged,
     Version,
 )
 from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
@@ -27,6 +29,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING",
     "Attempt",
+    "Bounce",
     "Claimed",
     "DatabaseGone",
     "DeliveryRow",
@@ -34,6 +37,7 @@ __all__ = [
     "MailCounts",
     "Narrow",
     "Node",
+    "Purged",
     "SqliteStore",
     "Store",
     "Version",

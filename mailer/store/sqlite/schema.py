@@ -70,6 +70,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE deliveries ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
         "CREATE INDEX deliveries_leases ON deliveries (lease_until) WHERE state = 'sending'",
     ),
+    (
+        # SPEC §13: an event's end, from which its personal data is kept `retention.keep`,
+        # and when it was last erased (a version saved since has texts to erase again).
+        "ALTER TABLE events ADD COLUMN ends REAL",
+        "ALTER TABLE events ADD COLUMN purged_at REAL",
+        # The secret that signs bounce addresses and hashes erased ones (keyring.py), made
+        # once by whichever process needs it first.
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        # SPEC §11: each bounce notice recorded, so one read twice counts once.
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery INTEGER NOT NULL,
+            at REAL NOT NULL
+        )""",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
