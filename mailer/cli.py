@@ -24,6 +24,7 @@ from mailer.printing import (
     err,
     out,
     print_checked,
+    print_purged,
     print_rehearsal,
     print_sent,
     print_status,
@@ -239,6 +240,18 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
     now = SystemClock().now()
     count = asyncio.run(commands.requeue_failed(settings, event_id, mail_name, now=now))
     say(out, f"{count} failed deliveries queued again")
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Only say what would be erased.")
+@reports_errors
+def purge(config_path: Path | None, dry_run: bool) -> int:
+    """Erase participants' personal data now where [retention] keep has run out."""
+    settings = settings_from(config_path)
+    purged = asyncio.run(commands.purge_now(settings, clock=SystemClock(), dry_run=dry_run))
+    print_purged(purged, keep=settings.retention.keep, dry_run=dry_run)
     return EXIT_OK
 
 
