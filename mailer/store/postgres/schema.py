@@ -64,7 +64,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
     (
-        # As SQLite's schema 5: SPEC §13's end and erasure times, the secret, bounce notices.
+        # The organisers' events page: counts by event and state from the index alone (SQLite's
+        # schema 5; this is PostgreSQL's 2).
+        "CREATE INDEX deliveries_by_event ON deliveries (event, state, next_attempt)",
+    ),
+    (
+        # As SQLite's schema 6 (this is PostgreSQL's 3): SPEC §13's end and erasure times,
+        # the secret, bounce notices.
         "ALTER TABLE events ADD COLUMN ends DOUBLE PRECISION",
         "ALTER TABLE events ADD COLUMN purged_at DOUBLE PRECISION",
         "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
