@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailer.config_privacy import BouncesSettings, RetentionSettings
+from mailer.config_privacy import BouncesSettings, RetentionSettings, bounces_problems
 from mailer.config_problems import config_problem
 from mailer.config_values import (
     ENV_NAME,
@@ -235,6 +235,7 @@ def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
     raw = _read_toml(path)
     problems = _take_password(raw, source, needs_password=needs_password)
     problems += web_problems(raw, source, needs_password=needs_password)
+    problems += bounces_problems(raw, source, needs_password=needs_password)
     problems += _drop_url_password(raw, source)
     try:
         settings = Settings.model_validate(raw, context={"base": path.absolute().parent})

@@ -3,13 +3,23 @@ long participants' personal data is kept. Beside config.py, which would pass 300
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
-from mailer.config_values import Address, ConfigPath
+from mailer.config_values import ENV_NAME, Address, CaFile, ConfigPath, EnvName, between
+from mailer.errors import ConfigError
 from mailer.timing import parse_duration
 
 # SPEC §13's default: half a year after an event's end is long enough for questions,
@@ -34,11 +44,30 @@ class _Table(BaseModel):
 
 
 class BouncesSettings(_Table):
-    """The bounce address and the Maildir its mail is delivered to."""
+    """The bounce address and the mailbox its mail is delivered to: a Maildir (`path`) or an
+    IMAP folder over TLS (`host` ... `folder`)."""
 
     address: Address
-    kind: Literal["maildir"] = "maildir"
+    kind: Literal["maildir", "imap"] = "maildir"
     path: ConfigPath = Path("var/bounces")
+    host: str | None = Field(default=None, min_length=1)
+    port: Annotated[int, between(1, 65535)] = 993  # IMAP over TLS from the first byte
+    username: str | None = Field(default=None, min_length=1)
+    password_env: EnvName | None = None
+    folder: str = Field(default="INBOX", min_length=1)
+    # A PEM file of the CA(s) to trust for the IMAP server instead of the system's store.
+    ca_file: CaFile | None = None
+    # From $password_env via load_settings, never from the file; SecretStr keeps it out of repr.
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _imap_has_a_login(self) -> BouncesSettings:
+        if self.kind == "imap" and not (self.host and self.username and self.password_env):
+            raise ValueError(
+                'kind = "imap" needs host, username and password_env (the name of the '
+                "environment variable holding the password)"
+            )
+        return self
 
     @field_validator("address")
     @classmethod
@@ -61,3 +90,29 @@ class RetentionSettings(_Table):
     # A file holding the secret key (at least 32 bytes); unset, the key is kept in the
     # database (docs/operator-guide.md "Personal data" says what each place protects).
     key_file: ConfigPath | None = None
+
+
+def bounces_problems(
+    raw: dict[str, Any], source: str, *, needs_password: bool
+) -> list[ConfigError]:
+    """The IMAP password $bounces.password_env names moved into `[bounces]`, taken out of the
+    environment as it is read (config._take_password says why); one in the file refused."""
+    bounces = raw.get("bounces")
+    if not isinstance(bounces, dict):
+        return []
+    problems = []
+    if bounces.pop("password", None) is not None:
+        message = (
+            "a password never sits in a file; name its environment variable in "
+            "bounces.password_env"
+        )
+        problems.append(ConfigError(message, source=source, key="bounces.password"))
+    name = bounces.get("password_env")
+    if isinstance(name, str) and ENV_NAME.fullmatch(name):
+        value = os.environ.pop(name, None)
+        if value:
+            bounces["password"] = SecretStr(value)
+        elif needs_password:
+            message = f"environment variable {name} is {'not set' if value is None else 'empty'}"
+            problems.append(ConfigError(message, source=source, key="bounces.password_env"))
+    return problems

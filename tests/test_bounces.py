@@ -4,12 +4,14 @@ notifications (tests/bounces/, each with its source noted) read from a real Mail
 from __future__ import annotations
 
 import asyncio
+import imaplib
 import json
 import shutil
 import sqlite3
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -26,6 +28,8 @@ from mailer.store import Store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
+from tests.dovecot import MAILBOX_USER, ImapServer, running_dovecot
+from tests.dovecot import PASSWORD as IMAP_PASSWORD
 from tests.project import make_project, timed_event, write_event
 from tests.smtpd import SmtpServer, serve_smtp, smtp_settings
 from tests.test_engine import STOCKHOLM
@@ -73,6 +77,10 @@ def attempts_of(root: Path, delivery: int) -> list[tuple[str, int | None]]:
             "SELECT verdict, code FROM attempts WHERE delivery = ? ORDER BY id", (delivery,)
         )
         return list(rows)
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
 
 
 def drop(root: Path, fixture: str, *, to: str, name: str) -> Path:
@@ -213,3 +221,77 @@ def test_status_counts_bounced_and_shows_the_diagnostic_per_recipient(tmp_path: 
     assert "User unknown" in row["last_reply"]
     table = CliRunner().invoke(main, ["-c", config, "status", "seminar", "invitation"])
     assert "bounced" in table.output and "550" in table.output, table.output
+
+
+def imap_config(root: Path, server: ImapServer) -> None:
+    """[bounces] read from the test's Dovecot over TLS, its CA trusted through ca_file."""
+    config = root / "config.toml"
+    text = config.read_text().replace(BOUNCES, "")
+    config.write_text(
+        text
+        + f"""
+[bounces]
+address = "bounces@example.org"
+kind = "imap"
+host = "127.0.0.1"
+port = {server.port}
+username = "{MAILBOX_USER}"
+password_env = "MAILER_BOUNCES_PASSWORD"
+folder = "INBOX"
+ca_file = "{server.ca_file}"
+"""
+    )
+
+
+def unseen(server: ImapServer) -> list[bytes]:
+    """The subjects of the messages still unread, as another mail client would see them."""
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port, ssl_context=context) as session:
+        session.login(MAILBOX_USER, IMAP_PASSWORD)
+        session.select("INBOX", readonly=True)
+        _, (uids,) = session.uid("SEARCH", "UNSEEN")
+        return list(uids.split())
+
+
+def mark_unseen(server: ImapServer) -> None:
+    context = ssl.create_default_context(cafile=str(server.ca_file))
+    with imaplib.IMAP4_SSL("127.0.0.1", server.port, ssl_context=context) as session:
+        session.login(MAILBOX_USER, IMAP_PASSWORD)
+        session.select("INBOX")
+        session.uid("STORE", "1:*", "-FLAGS", r"(\Seen)")
+
+
+async def test_notices_are_read_over_imap_with_tls_and_marked_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    project(tmp_path)
+    async with sent_engine(tmp_path) as engine:
+        keyring = engine.sender.keyring
+        assert keyring is not None
+        sent = deliveries(tmp_path)
+        anna, bo, cy = sorted(sent)[:3]
+    with running_dovecot() as server:
+        imap_config(tmp_path, server)
+        to = keyring.envelope_sender("bounces@example.org", sent[anna][0])
+        server.deliver("1.a", f"Delivered-To: {to}\n".encode() + fixture("postfix-failed.eml"))
+        to = keyring.envelope_sender("bounces@example.org", sent[bo][0])
+        server.deliver("2.b", f"Delivered-To: {to}\n".encode() + fixture("gmail-delayed.eml"))
+        server.deliver("3.c", b"Delivered-To: info@example.org\n" + fixture("postfix-failed.eml"))
+        monkeypatch.setenv("MAILER_BOUNCES_PASSWORD", IMAP_PASSWORD)
+        settings = load_settings(tmp_path / "config.toml")
+        assert settings.bounces is not None and settings.bounces.kind == "imap"
+        store = await Store.open(settings.paths.database)
+        try:
+            reader = BounceReader(
+                settings.bounces, store=store, keyring=keyring, clock=ManualClock(datetime.now(UTC))
+            )
+            assert await reader.read_once() == {"bounced": 1, "delayed": 1, "unmatched": 1}
+            assert len(await asyncio.to_thread(unseen, server)) == 1  # the unrelated one
+            await asyncio.to_thread(mark_unseen, server)  # as if the marks were lost
+            assert (await reader.read_once())["seen"] == 2  # recorded once, marked again
+        finally:
+            await store.close()
+    after = deliveries(tmp_path)
+    assert after[anna][1] == "bounced" and "User unknown" in (after[anna][2] or "")
+    assert (after[bo][1], after[cy][1]) == ("sent", "sent")
+    assert [v for v, _ in attempts_of(tmp_path, sent[anna][0])] == ["sent", "bounced"]

@@ -67,6 +67,16 @@ def problems_of(path: Path) -> list[str]:
         ),
         (SENDER + '[bounces]\npath = "x"\n', "bounces.address: required"),
         (
+            SENDER + '[bounces]\naddress = "b@example.org"\nkind = "imap"\nhost = "h"\n',
+            'bounces: kind = "imap" needs host, username and password_env (the name of the '
+            "environment variable holding the password)",
+        ),
+        (
+            SENDER + '[bounces]\naddress = "b@example.org"\npassword = "hunter2"\n',
+            "bounces.password: a password never sits in a file; name its environment variable "
+            "in bounces.password_env",
+        ),
+        (
             SENDER + '[retention]\nkeep = "soon"\n',
             'retention.keep: expected a duration like "90s", "5m", "2h", "3d" or a number of '
             'seconds, got "soon"',
