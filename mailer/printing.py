@@ -72,11 +72,16 @@ def print_purged(purged: Purged, *, keep: timedelta | None, dry_run: bool) -> No
     verb = "would erase" if dry_run else "erased"
     say(
         out,
-        f"{verb} the personal data of {len(purged.events)} events ({purged.deliveries} "
-        f"deliveries, {purged.bytes} bytes) that ended more than {written_duration(keep)} ago",
+        f"{verb} the personal data of {_count(len(purged.events), 'event')} "
+        f"({_count(purged.deliveries, 'delivery', 'deliveries')}, {purged.bytes} bytes) "
+        f"that ended more than {written_duration(keep)} ago",
     )
     for event in purged.events:
         say(out, f"  {event}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def print_rehearsal(result: Rehearsal) -> None:

@@ -148,13 +148,13 @@ def test_purge_dry_run_changes_nothing_and_purge_leaves_no_byte_of_an_address(tm
 
     dry = CliRunner().invoke(main, ["-c", config, "purge", "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert dry.output.startswith("would erase the personal data of 1 events (2 deliveries, ")
+    assert dry.output.startswith("would erase the personal data of 1 event (2 deliveries, ")
     assert "  old" in dry.output
     assert rows(tmp_path) == before
 
     done = CliRunner().invoke(main, ["-c", config, "purge"])
     assert done.exit_code == 0, done.output
-    assert done.output.startswith("erased the personal data of 1 events (2 deliveries, ")
+    assert done.output.startswith("erased the personal data of 1 event (2 deliveries, ")
     assert "that ended more than 180d ago" in done.output
     wal = tmp_path / "var" / "mailer.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # checkpointed (or removed at close)
