@@ -323,3 +323,23 @@ def rehearse(
     )
     print_rehearsal(result)
     return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option(
+    "--to", "url", required=True, help="The empty PostgreSQL database: postgresql://user@host/db."
+)
+@reports_errors
+def migrate(config_path: Path | None, url: str) -> int:
+    """Copy the SQLite database whole into an empty PostgreSQL database (service stopped)."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import out, say
+
+    settings = settings_from(config_path)
+    copied = asyncio.run(commands.migrate_to(settings, url))
+    counts = ", ".join(f"{count} {table}" for table, count in copied.items())
+    say(out, f"copied {counts}; now set paths.database to the URL and start the service")
+    return EXIT_OK

@@ -24,7 +24,7 @@ from mailer.events import Event
 from mailer.keyring import is_erased
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
-from mailer.store.rows import EventRow, Version
+from mailer.store.rows import EventRow, File, Version
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,10 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         loaded.toml,
         loaded.csv,
         json.dumps(mails),
+        files=tuple(
+            File(name, hashlib.sha256(data).hexdigest(), data)
+            for name, data in sorted(loaded.files.items())
+        ),
         ends=event.ends.timestamp(),
     )
     wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)

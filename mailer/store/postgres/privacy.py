@@ -36,7 +36,9 @@ _BYTES = """SELECT
         + octet_length(message_id) + octet_length(COALESCE(last_reply, ''))), 0)
         FROM deliveries WHERE event = %(event)s),
     (SELECT COALESCE(SUM(octet_length(reply)), 0) FROM attempts
-        WHERE delivery IN (SELECT id FROM deliveries WHERE event = %(event)s))"""
+        WHERE delivery IN (SELECT id FROM deliveries WHERE event = %(event)s))
+    + (SELECT COALESCE(SUM(octet_length(b.data)), 0) FROM event_files f
+        JOIN blobs b ON b.digest = f.digest WHERE f.event = %(event)s)"""
 
 
 class Privacy(Connection):
@@ -105,7 +107,7 @@ class Privacy(Connection):
         async with self.pool.connection() as db:
             # Not the tables' owner: autovacuum will come by.
             with contextlib.suppress(psycopg.Error):
-                await db.execute("VACUUM events, deliveries, attempts")
+                await db.execute("VACUUM events, deliveries, attempts, event_files, blobs")
 
 
 async def _erase(db: Db, event: str, *, erase: Callable[[str], str], now: float) -> None:
@@ -127,6 +129,11 @@ async def _erase(db: Db, event: str, *, erase: Callable[[str], str], now: float)
         "UPDATE attempts SET reply = '' WHERE delivery IN "
         "(SELECT id FROM deliveries WHERE event = %s)",
         (event,),
+    )
+    await db.execute("DELETE FROM event_files WHERE event = %s", (event,))
+    await db.execute(
+        "DELETE FROM blobs WHERE NOT EXISTS "
+        "(SELECT 1 FROM event_files f WHERE f.digest = blobs.digest)"
     )
     await db.execute(
         "UPDATE events SET toml = NULL, csv = NULL, error = NULL, purged_at = %s WHERE id = %s",

@@ -27,7 +27,8 @@ _DUE = """SELECT id FROM events e
                       AND state IN ('scheduled', 'retrying', 'sending'))
     ORDER BY id"""
 # The bytes of personal data an event holds: its texts, its deliveries' addresses,
-# Message-IDs (a hash of the address anyone can recompute) and replies, its attempts' replies.
+# Message-IDs (a hash of the address anyone can recompute) and replies, its attempts' replies
+# and its attachments as stored (a list of names in a PDF is personal data too).
 _BYTES = """SELECT
     (SELECT COALESCE(SUM(LENGTH(CAST(COALESCE(toml, '') AS BLOB))
         + LENGTH(CAST(COALESCE(csv, '') AS BLOB)) + LENGTH(CAST(COALESCE(error, '') AS BLOB))), 0)
@@ -38,7 +39,9 @@ _BYTES = """SELECT
         + LENGTH(CAST(message_id AS BLOB)) + LENGTH(CAST(COALESCE(last_reply, '') AS BLOB))), 0)
         FROM deliveries WHERE event = :event),
     (SELECT COALESCE(SUM(LENGTH(CAST(reply AS BLOB))), 0) FROM attempts
-        WHERE delivery IN (SELECT id FROM deliveries WHERE event = :event))"""
+        WHERE delivery IN (SELECT id FROM deliveries WHERE event = :event))
+    + (SELECT COALESCE(SUM(LENGTH(b.data)), 0) FROM event_files f
+        JOIN blobs b ON b.digest = f.digest WHERE f.event = :event)"""
 
 
 class Privacy(Connection):
@@ -133,6 +136,11 @@ async def _erase(
         "UPDATE attempts SET reply = '' WHERE delivery IN "
         "(SELECT id FROM deliveries WHERE event = ?)",
         (event,),
+    )
+    await db.execute("DELETE FROM event_files WHERE event = ?", (event,))
+    await db.execute(
+        "DELETE FROM blobs WHERE NOT EXISTS "
+        "(SELECT 1 FROM event_files f WHERE f.digest = blobs.digest)"
     )
     await db.execute(
         "UPDATE events SET toml = NULL, csv = NULL, error = NULL, purged_at = ? WHERE id = ?",
