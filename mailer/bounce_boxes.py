@@ -77,7 +77,9 @@ class MaildirBox:
     def _move(self, key: str) -> None:
         cur = self.folder / "cur"
         cur.mkdir(exist_ok=True)
-        (self.folder / "new" / key).rename(cur / f"{key.split(':')[0]}:2,S")
+        # Gone already: another node reading the same box moved it (it was recorded once).
+        with contextlib.suppress(FileNotFoundError):
+            (self.folder / "new" / key).rename(cur / f"{key.split(':')[0]}:2,S")
 
     async def close(self) -> None:
         pass

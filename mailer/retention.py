@@ -11,6 +11,7 @@ from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.secret import load_keyring
 from mailer.store import Purged, Store
+from mailer.timing import written_duration
 
 log = logging.getLogger("mailer")
 
@@ -37,17 +38,23 @@ async def purge_due(
 
 
 async def purge_daily(
-    settings: Settings, store: Store, *, clock: Clock, stopping: asyncio.Event
+    settings: Settings,
+    store: Store,
+    *,
+    clock: Clock,
+    stopping: asyncio.Event,
+    first_after_s: float = FIRST_PURGE_AFTER_S,
+    every_s: float = PURGE_EVERY_S,
 ) -> None:
     """The service's purge, once a day until stopped; a failed one is logged and the next
     day's tries again (the data stays one more day, nothing is lost)."""
-    wait_s = FIRST_PURGE_AFTER_S
+    wait_s = first_after_s
     while settings.retention.keep is not None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), timeout=wait_s)
         if stopping.is_set():
             return
-        wait_s = PURGE_EVERY_S
+        wait_s = every_s
         try:
             purged = await purge_due(settings, store, clock=clock)
         except Exception as exc:  # whatever failed: said, and tried again tomorrow
@@ -55,9 +62,9 @@ async def purge_daily(
             continue
         if purged.events:
             log.info(
-                "personal data erased (older than %s after the end): %d events, "
-                "%d deliveries, %d bytes: %s",
-                settings.retention.keep,
+                "personal data erased (%s after the end): %d event(s), %d deliveries, "
+                "%d bytes: %s",
+                written_duration(settings.retention.keep),
                 len(purged.events),
                 purged.deliveries,
                 purged.bytes,

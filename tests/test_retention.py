@@ -5,6 +5,7 @@ SQLite file and its WAL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.errors import ConfigError
 from mailer.keyring import is_erased
-from mailer.retention import purge_due
+from mailer.retention import purge_daily, purge_due
 from mailer.secret import load_keyring
 from mailer.store import Store
 from mailer.transports.maildir import MaildirTransport
@@ -183,3 +184,39 @@ async def test_a_key_file_replaces_the_database_key_and_a_short_one_is_refused(t
             await load_keyring(load_settings(config), store)
     finally:
         await store.close()
+
+
+async def test_the_service_purges_by_itself_and_says_what_it_erased(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """The loop `mailer run` starts, with its minute and day shortened: a purge soon after
+    the start, logged; a stop ends the loop at once."""
+    caplog.set_level(logging.INFO, logger="mailer")
+    project(tmp_path)
+    clock = ManualClock(datetime(2026, 1, 3, 9, 1, tzinfo=STOCKHOLM))
+    engine, store = await start(tmp_path, clock)
+    try:
+        await engine.step()
+        clock.set(OLD_ENDS + timedelta(days=181))
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(
+            purge_daily(
+                engine.settings,
+                store,
+                clock=clock,
+                stopping=stopping,
+                first_after_s=0.05,
+                every_s=0.05,
+            )
+        )
+        for _ in range(200):  # at most 10 s
+            await asyncio.sleep(0.05)
+            if any("personal data erased" in r.message for r in caplog.records):
+                break
+        stopping.set()
+        await asyncio.wait_for(loop, timeout=5)
+    finally:
+        await stop(engine, store)
+    (line,) = [r.message for r in caplog.records if "personal data erased" in r.message]
+    assert "2 deliveries" in line and line.endswith(": old")
+    assert all(is_erased(r) for e, r, _ in rows(tmp_path) if e == "old")
