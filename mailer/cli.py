@@ -276,6 +276,23 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
 
 @main.command()
 @config_option
+@click.option("--dry-run", is_flag=True, help="Only say what would be erased.")
+@reports_errors
+def purge(config_path: Path | None, dry_run: bool) -> int:
+    """Erase participants' personal data now where [retention] keep has run out."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import print_purged
+
+    settings = settings_from(config_path)
+    purged = asyncio.run(commands.purge_now(settings, clock=SystemClock(), dry_run=dry_run))
+    print_purged(purged, keep=settings.retention.keep, dry_run=dry_run)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
 @click.argument("event_file", type=click.Path(path_type=Path, exists=True))
 @click.option(
     "--seconds", default=5.0, show_default=True, help="How long the whole timeline takes to play."

@@ -1,10 +1,10 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`requeue_failed` (retry), `read_status` (status), `migrate_to` (migrate), `check_events`
-(check), `write_previews` (preview) and `rehearse`; the last three are the outbox's and
-rehearsal.py's, named here so that the commands are found in one place. The engine itself
-knows nothing of commands.
+`requeue_failed` (retry), `purge_now` (purge), `read_status` (status), `migrate_to`
+(migrate), `check_events` (check), `write_previews` (preview) and `rehearse`; the last
+three are the outbox's and rehearsal.py's, named here so that the commands are found in
+one place. The engine itself knows nothing of commands.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
 from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
+from mailer.retention import purge_due
 from mailer.status import status_report
-from mailer.store import Narrow, Store, is_damaged
+from mailer.store import Narrow, Purged, Store, is_damaged
 from mailer.store.contract import is_url, open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
@@ -42,6 +43,7 @@ __all__ = [
     "SendReport",
     "check_events",
     "migrate_to",
+    "purge_now",
     "read_status",
     "rehearse",
     "requeue_failed",
@@ -214,6 +216,15 @@ def _database_error(settings: Settings, exc: Exception) -> ConfigError:
     return ConfigError(
         f"the database {settings.paths.database} cannot be used: {exc}", key="paths.database"
     )
+
+
+async def purge_now(settings: Settings, *, clock: Clock, dry_run: bool) -> Purged:
+    """`mailer purge`: erase now the personal data that is due (SPEC §13)."""
+    store = await open_store(settings.paths.database)
+    try:
+        return await purge_due(settings, store, clock=clock, dry_run=dry_run)
+    finally:
+        await store.close()
 
 
 async def requeue_failed(

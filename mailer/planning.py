@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import Settings
 from mailer.events import Event
+from mailer.keyring import is_erased
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
 from mailer.store.rows import EventRow, File, Version
@@ -65,6 +66,7 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
             File(name, hashlib.sha256(data).hexdigest(), data)
             for name, data in sorted(loaded.files.items())
         ),
+        ends=event.ends.timestamp(),
     )
     wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
     return Reading(version, wanted, event if keep_event else None)
@@ -88,7 +90,30 @@ def is_planned(digest: str, row: EventRow | None) -> bool:
     return row is not None and row.digest == digest and not row.removed
 
 
-def plan_version(reading: Reading, stored: Iterable[Stored]) -> Version:
-    """The version to keep, carrying the plan that makes the stored deliveries match it."""
-    plan = plan_event(reading.event_id, reading.wanted, stored)
+def plan_version(
+    reading: Reading, stored: Sequence[Stored], *, erase: Callable[[str], str] | None = None
+) -> Version:
+    """The version to keep, carrying the plan that makes the stored deliveries match it.
+
+    `erase` (keyring.Keyring.erased) when some stored deliveries had their address erased
+    (SPEC §13): a person of the event file whose erased address is stored is that delivery,
+    not a new one, so an event that comes back after its purge plans no duplicate."""
+    wanted = reading.wanted
+    if erase is not None:
+        wanted = with_erased(wanted, stored, erase)
+    plan = plan_event(reading.event_id, wanted, stored)
     return dataclasses.replace(reading.version, plan=plan)
+
+
+def with_erased(
+    wanted: list[Wanted], stored: Iterable[Stored], erase: Callable[[str], str]
+) -> list[Wanted]:
+    """Each wanted delivery whose address is stored erased, under its erased address."""
+    erased = {(s.mail, s.recipient) for s in stored if is_erased(s.recipient)}
+    if not erased:
+        return wanted
+    found = []
+    for w in wanted:
+        hashed = erase(w.recipient)
+        found.append(w._replace(recipient=hashed) if (w.mail, hashed) in erased else w)
+    return found

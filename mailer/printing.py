@@ -4,7 +4,7 @@ rehearse results, as rich tables on a terminal and plain text in a pipe."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from babel.dates import format_timedelta
@@ -17,6 +17,8 @@ from mailer.delivery import DeliveryState
 from mailer.errors import MailerError, printable
 from mailer.rehearsal import Rehearsal
 from mailer.sources import Loaded
+from mailer.store import Purged
+from mailer.timing import written_duration
 
 # Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
 PIPE_WIDTH = 160
@@ -60,6 +62,26 @@ def print_sent(report: SendReport) -> None:
     say(out, ", ".join(counted) or "nothing to send")
     if report.paused_because:
         say(out, f"sending paused: {report.paused_because}")
+
+
+def print_purged(purged: Purged, *, keep: timedelta | None, dry_run: bool) -> None:
+    """What `mailer purge` erased (or, dry, would erase): events, deliveries, bytes."""
+    if keep is None:
+        say(out, 'nothing erased: [retention] keep = "" keeps everything')
+        return
+    verb = "would erase" if dry_run else "erased"
+    say(
+        out,
+        f"{verb} the personal data of {_count(len(purged.events), 'event')} "
+        f"({_count(purged.deliveries, 'delivery', 'deliveries')}, {purged.bytes} bytes) "
+        f"that ended more than {written_duration(keep)} ago",
+    )
+    for event in purged.events:
+        say(out, f"  {event}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def print_rehearsal(result: Rehearsal) -> None:

@@ -11,6 +11,7 @@ from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
+    Bounce,
     Change,
     Claimed,
     DatabaseGone,
@@ -20,6 +21,7 @@ from mailer.store.rows import (
     File,
     MailCounts,
     Narrow,
+    Purged,
     Version,
 )
 from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
@@ -30,6 +32,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING",
     "Attempt",
+    "Bounce",
     "Change",
     "Claimed",
     "DatabaseGone",
@@ -40,6 +43,7 @@ __all__ = [
     "MailCounts",
     "Narrow",
     "Node",
+    "Purged",
     "SqliteStore",
     "Store",
     "Version",

@@ -83,6 +83,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # SPEC §9, max_per_minute for all nodes together (SQLite's schema 7).
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
     ),
+    (
+        # As SQLite's schema 8 (this is PostgreSQL's 5): SPEC §13's end and erasure times,
+        # the secret, bounce notices.
+        "ALTER TABLE events ADD COLUMN ends DOUBLE PRECISION",
+        "ALTER TABLE events ADD COLUMN purged_at DOUBLE PRECISION",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
 # (the planner's election, a later step, takes another).
