@@ -16,8 +16,10 @@ import click
 from rich.progress import Progress
 
 from mailer import commands
+from mailer.addresses import InvalidAddress, normalize_address
 from mailer.clock import SystemClock
 from mailer.config import Settings, find_config, load_settings
+from mailer.delivery import Verdict
 from mailer.errors import ConfigError, MailerError, Problems
 from mailer.logs import configure_logging
 from mailer.printing import (
@@ -27,6 +29,7 @@ from mailer.printing import (
     print_rehearsal,
     print_sent,
     print_status,
+    print_test_sent,
     say,
 )
 from mailer.sources import find_event_files
@@ -89,6 +92,16 @@ def schedules_of(settings: Settings, config_path: Path | None) -> Path:
             key="paths.schedules",
         )
     return folder
+
+
+def _an_address(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    """`--test ADDR` must be an address: a typo is a usage error (exit 2), before anything."""
+    if value is None:
+        return None
+    try:
+        return normalize_address(value.strip())
+    except InvalidAddress as exc:
+        raise click.BadParameter(f"{value!r} is not an email address: {exc}") from exc
 
 
 def event_files_in(path: Path) -> list[Path]:
@@ -213,13 +226,35 @@ def status(
 @config_option
 @click.argument("event_id")
 @click.argument("mail_name")
-@click.option("--recipient", "address", help="Only this recipient.")
+@click.option(
+    "--recipient", "address", help="Only this recipient (with --test: rendered as this one)."
+)
+@click.option(
+    "--test",
+    "test_to",
+    metavar="ADDR",
+    callback=_an_address,
+    help='Send one message to ADDR only, "[TEST] " before the subject; nothing is recorded.',
+)
 @reports_errors
-def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
-    """Send that mail now, to those who have not had it."""
+def send(
+    config_path: Path | None,
+    event_id: str,
+    mail_name: str,
+    address: str | None,
+    test_to: str | None,
+) -> int:
+    """Send that mail now, to those who have not had it (or a test mail to yourself)."""
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
+    if test_to is not None:
+        now = SystemClock().now()
+        tried = asyncio.run(
+            commands.send_test(settings, event_id, mail_name, to=test_to, as_=address, now=now)
+        )
+        print_test_sent(tried)
+        return EXIT_OK if tried.outcome.verdict is Verdict.SENT else EXIT_PROBLEMS
     recipient = address.lower() if address else None
     report = asyncio.run(
         commands.send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())

@@ -1,15 +1,18 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`requeue_failed` (retry), `read_status` (status), `check_events` (check), `write_previews`
-(preview) and `rehearse`; the last three are the outbox's and rehearsal.py's, named here so
-that the commands are found in one place. The engine itself knows nothing of commands.
+`send_test` (send --test), `requeue_failed` (retry), `read_status` (status), `check_events`
+(check), `write_previews` (preview) and `rehearse`; the last three are the outbox's and
+rehearsal.py's, named here so that the commands are found in one place. The engine itself
+knows nothing of commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 import signal
 from collections import Counter
 from dataclasses import dataclass
@@ -19,11 +22,13 @@ import aiosqlite
 
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
-from mailer.delivery import DeliveryState
+from mailer.delivery import DeliveryState, Outcome
 from mailer.engine import Engine
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import ConfigError, InputError, MailerError
+from mailer.events import Event, Mail, Recipient
+from mailer.message import build_message, message_id
 from mailer.notify import Notifier
-from mailer.outbox import check_events, write_previews
+from mailer.outbox import Outbox, check_events, find_event, write_previews
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
 from mailer.store import Narrow, is_damaged
@@ -41,6 +46,7 @@ __all__ = [
     "rehearse",
     "requeue_failed",
     "send_now",
+    "send_test",
     "serve",
     "transport_for",
     "write_previews",
@@ -107,6 +113,70 @@ async def _beside(engine: Engine, settings: Settings) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         notifier.send("STOPPING=1")
+
+
+log = logging.getLogger("mailer")
+
+TEST_PREFIX = "[TEST] "
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """What `mailer send --test` did: whose mail it showed, to whom, and the server's word."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    rendered_as: str
+    to: str
+    outcome: Outcome
+
+
+async def send_test(
+    settings: Settings, event_id: str, mail_name: str, *, to: str, as_: str | None, now: datetime
+) -> TestSend:
+    """`mailer send --test ADDR`: the mail as `as_` (else its first recipient) would get it,
+    sent to ADDR alone with "[TEST] " before the subject (SPEC §10). The event is read from
+    its file, as `preview` reads it, so a mail can be tried before the service plans it; no
+    delivery is recorded (the database is not even opened), and the message has a
+    Message-ID of its own, so a mail client never takes it for the real one."""
+    event = find_event(settings, event_id)
+    mail = next((m for m in event.mails if m.name == mail_name), None)
+    if mail is None:
+        known = ", ".join(m.name for m in event.mails)
+        raise InputError(f'no mail "{mail_name}" (known: {known})', source=event.source)
+    person = _shown_as(event, mail, as_)
+    outbox, transport = Outbox.from_settings(settings), transport_for(settings)
+    try:
+        rendered = await outbox.pool.render(event, mail, person)
+        rendered = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
+        unique = f"{mail.name}\0test\0{now.timestamp()}"
+        raw = build_message(
+            event,
+            mail,
+            Recipient(address=to),
+            rendered,
+            sender=outbox.sender,
+            attachments=outbox.attachments(event, mail, now=now),
+            now=now,
+            mid=message_id(event.id, unique, to, domain=outbox.sender.message_id_domain),
+        )
+        outcome = await transport.send(raw, sender=settings.sender.from_, recipient=to)
+    finally:
+        outbox.close()
+        await transport.close()
+    log.info("test mail %s/%s as %s to %s: %s", event.id, mail.name, person.key, to, outcome.reply)
+    return TestSend(person.key, to, outcome)
+
+
+def _shown_as(event: Event, mail: Mail, address: str | None) -> Recipient:
+    """Whose mail a test send shows: the one named, else the mail's (or event's) first."""
+    people = event.recipients_of(mail) or event.recipients[:1]
+    if address is None and people:
+        return people[0]
+    chosen = next((r for r in event.recipients_of(mail) if r.key == (address or "").lower()), None)
+    if chosen is None:
+        said = f"{address} does not get this mail" if address else "the event has no recipients"
+        raise InputError(f"{said} (to: {', '.join(mail.to)})", source=event.source, key=mail.key)
+    return chosen
 
 
 # What `mailer send` puts back in the queue: anything not sent, cancelled or in flight.

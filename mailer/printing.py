@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailer.commands import SendReport
-from mailer.delivery import DeliveryState
+from mailer.commands import SendReport, TestSend
+from mailer.delivery import DeliveryState, Verdict
 from mailer.errors import MailerError, printable
 from mailer.rehearsal import Rehearsal
 from mailer.sources import Loaded
@@ -60,6 +60,14 @@ def print_sent(report: SendReport) -> None:
     say(out, ", ".join(counted) or "nothing to send")
     if report.paused_because:
         say(out, f"sending paused: {report.paused_because}")
+
+
+def print_test_sent(tried: TestSend) -> None:
+    """What `mailer send --test` did; the server's reply when it did not take the message."""
+    if tried.outcome.verdict is Verdict.SENT:
+        say(out, f"test mail sent to {tried.to}, as {tried.rendered_as} gets it; nothing recorded")
+    else:
+        say(out, f"test mail to {tried.to} not sent: {tried.outcome.reply}")
 
 
 def print_rehearsal(result: Rehearsal) -> None:
