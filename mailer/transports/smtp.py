@@ -175,6 +175,9 @@ class SmtpTransport:
         await asyncio.gather(*(self._quit(slot) for slot in slots))
         for slot in slots:
             self._idle.put_nowait(slot)
+        # A closed socket is let go by a callback on the next turn of the loop; a command
+        # whose asyncio.run() ends right after this would leave it open (a ResourceWarning).
+        await asyncio.sleep(0)
 
     async def _send_on(
         self, slot: _Slot, message: bytes, *, sender: str, recipient: str
