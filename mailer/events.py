@@ -18,6 +18,7 @@ from mailer.mails import Mail, Timeline, check_keys, inside, parse_mails
 from mailer.recipient_table import known_groups, parse_recipients
 from mailer.recipients import CONTROL, Recipient, body_text, check_address, key_name
 from mailer.toml_text import load_toml
+from mailer.workdays import SWEDISH, DaysOff
 
 # load_toml lives in toml_text.py; it stays importable from here, as it long was.
 __all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "load_toml", "parse_event"]
@@ -96,6 +97,7 @@ class EventDefaults:
     language: str
     timezone: ZoneInfo
     max_lateness: timedelta
+    days_off: DaysOff = SWEDISH  # `sender.holidays`: for `workdays` (SPEC §14)
 
 
 def event_id_of(source: Path) -> str:
@@ -242,7 +244,7 @@ def _timeline(
         problems.add(
             "ends", f"must not be before starts ({starts.isoformat()}), got {ends.isoformat()}"
         )
-    return Timeline(starts=starts, ends=ends, tz=tz, max_lateness=defaults.max_lateness)
+    return Timeline(starts, ends, tz, defaults.max_lateness, defaults.days_off)
 
 
 def _moment(value: object, tz: ZoneInfo, *, key: str, problems: Collector) -> datetime | None:

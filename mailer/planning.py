@@ -71,7 +71,7 @@ def plan_digest(content_digest: str, settings: Settings) -> str:
     sending, sender = settings.sending, settings.sender
     basis = (
         f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
+        f"{sender.message_id_domain}|{sender.holidays}"
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
