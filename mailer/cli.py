@@ -137,7 +137,7 @@ def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
         for loaded, problems in commands.check_events(settings, sources, now=SystemClock().now()):
             progress.advance(task)
             failed += bool(problems)
-            print_checked(loaded, problems)
+            print_checked(loaded, problems, language=settings.sender.language)
     say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
 
@@ -218,7 +218,7 @@ def status(
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print_status(report, now=SystemClock().now())
+        print_status(report, now=SystemClock().now(), language=settings.sender.language)
     return EXIT_OK
 
 
@@ -302,5 +302,5 @@ def rehearse(
             settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now()
         )
     )
-    print_rehearsal(result)
+    print_rehearsal(result, language=settings.sender.language)
     return EXIT_OK

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from mailer.advice import day_off_notes
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
@@ -167,8 +168,11 @@ def check_events(
             if loaded.error is not None:
                 yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
             else:
-                assert loaded.event is not None
-                yield loaded, outbox.check(loaded.event, now=now)
+                event = loaded.event
+                assert event is not None
+                advice = day_off_notes(event, defaults.days_off, language=defaults.language)
+                loaded = dataclasses.replace(loaded, notes=(*loaded.notes, *advice))
+                yield loaded, outbox.check(event, now=now)
     finally:  # the rendering workers, also when the caller stops early
         outbox.close()
 

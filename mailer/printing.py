@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mailer.advice import WARNING
 from mailer.commands import SendReport, TestSend
+from mailer.dates import weekday_time
 from mailer.delivery import DeliveryState, Verdict
 from mailer.errors import MailerError, printable
 from mailer.rehearsal import Rehearsal
@@ -39,19 +41,24 @@ def say(console: Console, line: str) -> None:
     console.print(printable(line), markup=False)
 
 
-def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
-    """One checked event file: its notes and problems, or what it would send."""
+def print_checked(loaded: Loaded, problems: list[MailerError], *, language: str) -> None:
+    """One checked event file: its notes and problems, or what it would send and when (the
+    weekday shown, SPEC §14)."""
     for note in loaded.notes:
-        say(out, f"note {note}")
+        say(out, note if note.startswith(WARNING) else f"note {note}")
     for problem in problems:
         say(out, str(problem))
     if not problems and loaded.event:
-        deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
+        event = loaded.event
+        deliveries = sum(len(event.recipients_of(m)) for m in event.mails)
         say(
             out,
-            f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
-            f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
+            f"ok  {loaded.source}: {len(event.mails)} mails, "
+            f"{len(event.recipients)} recipients, {deliveries} deliveries",
         )
+        for mail in event.mails:
+            due = weekday_time(mail.due.astimezone(event.timezone), language)
+            say(out, f"    {mail.name}: {due}, to {len(event.recipients_of(mail))}")
 
 
 def print_sent(report: SendReport) -> None:
@@ -70,7 +77,7 @@ def print_test_sent(tried: TestSend) -> None:
         say(out, f"test mail to {tried.to} not sent: {tried.outcome.reply}")
 
 
-def print_rehearsal(result: Rehearsal) -> None:
+def print_rehearsal(result: Rehearsal, *, language: str) -> None:
     """The rehearsed timeline, one row a mail, and where its messages are."""
     table = Table(
         "due",
@@ -85,7 +92,7 @@ def print_rehearsal(result: Rehearsal) -> None:
     for row in result.timeline:
         languages = ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items()))
         cells = (
-            row.due.strftime("%Y-%m-%d %H:%M %Z"),
+            f"{weekday_time(row.due, language)} {row.due.strftime('%Z')}",
             row.mail,
             ", ".join(row.to),
             languages or "nobody yet",
@@ -97,7 +104,7 @@ def print_rehearsal(result: Rehearsal) -> None:
     say(out, f"Maildir with every message: {result.maildir}")
 
 
-def print_status(report: dict[str, Any], *, now: datetime) -> None:
+def print_status(report: dict[str, Any], *, now: datetime, language: str) -> None:
     """The status tables; every value from the database is shown as text (`shown`)."""
     for event in report["events"]:
         if not event["mails"]:  # never valid (or no mails): its error, not an empty table
@@ -110,7 +117,7 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
             table.add_row(
                 shown(mail["name"]),
-                _local(mail["due"]),
+                _local(mail["due"], language),
                 _relative(mail["due"], now),
                 counts or "nobody yet",
             )
@@ -118,10 +125,10 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
                 problem = Text.assemble(("last problem:", "red"), " ", shown(mail["problem"]))
                 table.add_row("", "", "", problem)
         out.print(table)
-        _print_deliveries(event["mails"])
+        _print_deliveries(event["mails"], language)
 
 
-def _print_deliveries(mails: list[dict[str, Any]]) -> None:
+def _print_deliveries(mails: list[dict[str, Any]], language: str) -> None:
     """Per recipient, for the mail `status EVENT MAIL` names."""
     for mail in mails:
         if "deliveries" in mail:
@@ -132,7 +139,7 @@ def _print_deliveries(mails: list[dict[str, Any]]) -> None:
                     shown(d["state"]),
                     str(d["attempts"]),
                     shown(d["last_reply"] or ""),
-                    _local(d["sent_at"]),
+                    _local(d["sent_at"], language),
                 )
             out.print(detail)
 
@@ -155,6 +162,6 @@ def _relative(iso: str, now: datetime) -> str:
     return format_timedelta(delta, add_direction=True, locale="en", threshold=1.5)
 
 
-def _local(iso: str | None) -> str:
-    """ "2027-05-26T09:00:00+02:00" -> "2027-05-26 09:00" for a table."""
-    return "" if iso is None else iso[:16].replace("T", " ")
+def _local(iso: str | None, language: str) -> str:
+    """ "2027-05-26T09:00:00+02:00" -> "ons 2027-05-26 09:00" for a table."""
+    return "" if iso is None else weekday_time(datetime.fromisoformat(iso), language)
