@@ -154,8 +154,8 @@ async def send_test(
             mail,
             Recipient(address=to),
             rendered,
-            sender=outbox.sender,
-            attachments=outbox.attachments(event, mail, now=now),
+            sender=outbox.sender_for(event),
+            attachments=outbox.attachments(event, mail, now=now, language=rendered.language),
             now=now,
             mid=message_id(event.id, unique, to, domain=outbox.sender.message_id_domain),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from mailer.languages import is_language
 from mailer.mails import Mail, Timeline, check_keys, inside, parse_mails
 from mailer.recipient_table import known_groups, parse_recipients
 from mailer.recipients import CONTROL, Recipient, body_text, check_address, key_name
+from mailer.texts import TRANSLATED, parse_texts, texts_for
 from mailer.toml_text import load_toml
 from mailer.workdays import SWEDISH, DaysOff
 
@@ -38,6 +40,8 @@ EVENT_KEYS = frozenset(
         "program",
         "recipients",
         "mail",
+        "text",  # [text.<lang>]: texts per language (texts.py, SPEC §14)
+        "from_name",
     )
 )
 ORGANISER_KEYS = frozenset(("name", "email"))
@@ -67,6 +71,24 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     recipients: tuple[Recipient, ...] = ()
     mails: tuple[Mail, ...] = ()
+    texts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [text.<lang>]
+    from_name: str | None = None  # the display name of From for this event (SPEC §14)
+
+    def in_language(self, language: str) -> Event:
+        """The event as readers of `language` see it: its `[text.<lang>]` keys replace the
+        top-level ones (title, location, description, program, free keys)."""
+        texts = texts_for(self.texts, language)
+        if not texts:
+            return self
+        free = {k: v for k, v in texts.items() if k not in TRANSLATED}
+        return dataclasses.replace(
+            self,
+            title=texts.get("title", self.title),
+            location=texts.get("location", self.location),
+            description=texts.get("description", self.description),
+            program=tuple(texts.get("program", self.program)),
+            data={**self.data, **free},
+        )
 
     @property
     def folder(self) -> Path:
@@ -131,6 +153,8 @@ def parse_event(
     problems = Collector(source)
     _check_id(source, problems=problems)
     text = _texts(doc, problems=problems)
+    texts = parse_texts(doc.get("text"), meaningful=EVENT_KEYS, problems=problems)
+    from_name = _text(doc.get("from_name"), key="from_name", problems=problems)
     language = _language(doc, defaults, problems=problems)
     program = _program(doc.get("program", []), problems=problems)
     data = _free_data(doc, problems=problems)
@@ -159,6 +183,8 @@ def parse_event(
         data=data,
         recipients=recipients,
         mails=tuple(mails),
+        texts=texts,
+        from_name=from_name or None,
     )
 
 
