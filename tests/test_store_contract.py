@@ -467,3 +467,18 @@ def test_a_sqlite_user_never_imports_psycopg():
         "assert not [m for m in sys.modules if m.startswith('psycopg')], 'psycopg imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_event_counts_give_each_events_states_and_next_waiting_delivery(store: Store):
+    await bring_in(store, want("a", 10), want("b", 30), want("c", 50, mail="n"))
+    await bring_in(store, want("x", 70), event="f")
+    (a,), _ = await store.claim_due(10, limit=1)
+    await store.record(sent(a.id))
+    counts = await store.event_counts()
+    assert set(counts) == {"e", "f"}
+    assert {k: v for k, v in counts["e"].counts.items() if v} == {S.SENT: 1, S.SCHEDULED: 2}
+    assert counts["e"].next_due == 30  # the sent one, due at 10, no longer waits
+    assert counts["f"].next_due == 70
+    (b,), _ = await store.claim_due(30, limit=1)
+    await store.record(Attempt(b.id, 31, "retry", 451, "later", S.RETRYING, 1, 40))
+    assert (await store.event_counts())["e"].next_due == 40  # a retry waits until its turn

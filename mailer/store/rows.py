@@ -87,6 +87,16 @@ class MailCounts:
 
 
 @dataclass(frozen=True)
+class EventCounts:
+    """One event's deliveries on the organisers' events page: counts per state, and when the
+    next one still waiting (scheduled or retrying) goes out."""
+
+    event: str
+    counts: dict[str, int]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
 class DeliveryRow:
     recipient: str
     state: str
