@@ -123,27 +123,39 @@ def main(config_path: Path | None) -> None:
 @main.command()
 @config_option
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @reports_errors
-def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
-    """Validate config, event files, CSVs and templates; render every mail for every recipient."""
+def check(config_path: Path | None, paths: tuple[Path, ...], as_json: bool) -> int:
+    """Validate config, event files, CSVs and templates; render every mail for every recipient;
+    for an event in force, say what saving the file would change."""
     from rich.progress import Progress
 
     from mailer import commands
-    from mailer.printing import err, out, print_checked, say
+    from mailer.printing import check_document, err, out, print_checked, say
     from mailer.sources import find_event_files
 
     settings = settings_from(config_path)
     named = [source for path in paths for source in event_files_in(path)]
     sources = named or find_event_files(schedules_of(settings, config_path))
-    failed = 0
+    failed, documents = 0, []
     # A bar on a terminal (checking 1,000 events takes a while); nothing in a pipe or a log.
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+    with (
+        Progress(console=err, transient=True, disable=not err.is_terminal) as progress,
+        commands.Foresight(settings) as foresight,
+    ):
         task = progress.add_task("checking", total=len(sources))
         for loaded, problems in commands.check_events(settings, sources, now=SystemClock().now()):
             progress.advance(task)
             failed += bool(problems)
-            print_checked(loaded, problems, language=settings.sender.language)
-    say(out, f"{len(sources)} event files checked, {failed} with problems")
+            effect = None if problems else foresight.effect_of(loaded)
+            if as_json:
+                documents.append(check_document(loaded, problems, effect))
+            else:
+                print_checked(loaded, problems, language=settings.sender.language, effect=effect)
+    if as_json:
+        click.echo(json.dumps({"events": documents}, ensure_ascii=False, indent=2))
+    else:
+        say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 

@@ -26,6 +26,7 @@ from mailer.delivery import DeliveryState, Outcome
 from mailer.engine import Engine
 from mailer.errors import ConfigError, InputError, MailerError
 from mailer.events import Event, Mail, Recipient
+from mailer.foresight import Foresight
 from mailer.message import build_message, message_id
 from mailer.notify import Notifier
 from mailer.outbox import Outbox, check_events, find_event, write_previews
@@ -40,6 +41,7 @@ from mailer.web import serve_page
 
 __all__ = [
     "SENDABLE",
+    "Foresight",
     "SendReport",
     "check_events",
     "read_status",

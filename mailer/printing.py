@@ -17,6 +17,8 @@ from mailer.commands import SendReport, TestSend
 from mailer.dates import weekday_time
 from mailer.delivery import DeliveryState, Verdict
 from mailer.errors import MailerError, printable
+from mailer.foresight import effect_document, effect_lines
+from mailer.planning import EditEffect
 from mailer.rehearsal import Rehearsal
 from mailer.sources import Loaded
 
@@ -41,9 +43,15 @@ def say(console: Console, line: str) -> None:
     console.print(printable(line), markup=False)
 
 
-def print_checked(loaded: Loaded, problems: list[MailerError], *, language: str) -> None:
+def print_checked(
+    loaded: Loaded,
+    problems: list[MailerError],
+    *,
+    language: str,
+    effect: EditEffect | None = None,
+) -> None:
     """One checked event file: its notes and problems, or what it would send and when (the
-    weekday shown, SPEC §14)."""
+    weekday shown, SPEC §14), and what saving it would change if its event is in force."""
     for note in loaded.notes:
         say(out, note if note.startswith(WARNING) else f"note {note}")
     for problem in problems:
@@ -59,6 +67,36 @@ def print_checked(loaded: Loaded, problems: list[MailerError], *, language: str)
         for mail in event.mails:
             due = weekday_time(mail.due.astimezone(event.timezone), language)
             say(out, f"    {mail.name}: {due}, to {len(event.recipients_of(mail))}")
+        for line in effect_lines(effect, event.timezone, language=language) if effect else []:
+            say(out, f"    {line}")
+
+
+def check_document(
+    loaded: Loaded, problems: list[MailerError], effect: EditEffect | None
+) -> dict[str, Any]:
+    """One checked event file as `check --json` gives it; `changes` is null for an event not
+    in force (nothing to compare with)."""
+    event = loaded.event if not problems else None
+    mails = [
+        {
+            "name": m.name,
+            "due": m.due.isoformat(),
+            "expires": m.expires.isoformat(),
+            "to": list(m.to),
+            "recipients": len(event.recipients_of(m)),
+        }
+        for event in ([event] if event else [])
+        for m in event.mails
+    ]
+    return {
+        "id": loaded.id,
+        "file": str(loaded.source),
+        "valid": not problems,
+        "problems": [str(p) for p in problems],
+        "notes": list(loaded.notes),
+        "mails": mails,
+        "changes": effect_document(effect, event.timezone) if effect and event else None,
+    }
 
 
 def print_sent(report: SendReport) -> None:
