@@ -288,9 +288,10 @@ def send(
     schedules_of(settings, config_path)
     configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
     if test_to is not None:
-        now = SystemClock().now()
         tried = asyncio.run(
-            commands.send_test(settings, event_id, mail_name, to=test_to, as_=address, now=now)
+            commands.send_test(
+                settings, event_id, mail_name, to=test_to, as_=address, clock=SystemClock()
+            )
         )
         print_test_sent(tried)
         return EXIT_OK if tried.outcome.verdict is Verdict.SENT else EXIT_PROBLEMS
@@ -352,4 +353,24 @@ def rehearse(
         )
     )
     print_rehearsal(result, language=settings.sender.language)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option(
+    "--to", "url", required=True, help="The empty PostgreSQL database: postgresql://user@host/db."
+)
+@reports_errors
+def migrate(config_path: Path | None, url: str) -> int:
+    """Copy the SQLite database whole into an empty PostgreSQL database (service stopped)."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import out, say
+
+    settings = settings_from(config_path)
+    copied = asyncio.run(commands.migrate_to(settings, url))
+    counts = ", ".join(f"{count} {table}" for table, count in copied.items())
+    say(out, f"copied {counts}; now set paths.database to the URL and start the service")
     return EXIT_OK

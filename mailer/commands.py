@@ -1,10 +1,10 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`send_test` (send --test), `requeue_failed` (retry), `read_status` (status), `check_events`
-(check), `write_previews` (preview) and `rehearse`; the last three are the outbox's and
-rehearsal.py's, named here so that the commands are found in one place. The engine itself
-knows nothing of commands.
+`send_test` (send --test), `requeue_failed` (retry), `read_status` (status), `migrate_to`
+(migrate), `check_events` (check), `write_previews` (preview) and `rehearse`; the last three
+are the outbox's and rehearsal.py's, named here so that the commands are found in one place.
+The engine itself knows nothing of commands.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import signal
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import aiosqlite
 
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
+from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
 from mailer.delivery import DeliveryState, Outcome
 from mailer.engine import Engine
 from mailer.errors import ConfigError, InputError, MailerError
@@ -30,10 +32,11 @@ from mailer.foresight import Foresight
 from mailer.message import build_message, message_id
 from mailer.notify import Notifier
 from mailer.outbox import Outbox, check_events, find_event, write_previews
+from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, is_damaged
-from mailer.store.contract import open_read_only, open_store
+from mailer.store import Narrow, Store, is_damaged
+from mailer.store.contract import is_url, open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -44,6 +47,7 @@ __all__ = [
     "Foresight",
     "SendReport",
     "check_events",
+    "migrate_to",
     "read_status",
     "rehearse",
     "requeue_failed",
@@ -55,13 +59,18 @@ __all__ = [
 ]
 
 
-def transport_for(settings: Settings) -> Transport:
-    """The transport `[transport] kind` names."""
+def transport_for(settings: Settings, *, store: Store | None, clock: Clock) -> Transport:
+    """The transport `[transport] kind` names; its `max_per_minute` shared by every process
+    on the store's database (SPEC §9). Without a store (one test mail), not paced."""
     if isinstance(settings.transport, SmtpSettings):
+        per_minute = settings.sending.max_per_minute
         return SmtpTransport(
             settings.transport,
             connections=settings.sending.connections,
-            max_per_minute=settings.sending.max_per_minute,
+            max_per_minute=per_minute,
+            pace=SharedPace(store, max_per_minute=per_minute, clock=clock)
+            if per_minute and store is not None
+            else None,
         )
     return MaildirTransport(settings.transport.path)
 
@@ -75,7 +84,12 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     gc.freeze()
     store = await open_store(settings.paths.database)
     try:
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop)
@@ -133,7 +147,7 @@ class TestSend:
 
 
 async def send_test(
-    settings: Settings, event_id: str, mail_name: str, *, to: str, as_: str | None, now: datetime
+    settings: Settings, event_id: str, mail_name: str, *, to: str, as_: str | None, clock: Clock
 ) -> TestSend:
     """`mailer send --test ADDR`: the mail as `as_` (else its first recipient) would get it,
     sent to ADDR alone with "[TEST] " before the subject (SPEC §10). The event is read from
@@ -146,7 +160,8 @@ async def send_test(
         known = ", ".join(m.name for m in event.mails)
         raise InputError(f'no mail "{mail_name}" (known: {known})', source=event.source)
     person = _shown_as(event, mail, as_)
-    outbox, transport = Outbox.from_settings(settings), transport_for(settings)
+    outbox, now = Outbox.from_settings(settings), clock.now()
+    transport = transport_for(settings, store=None, clock=clock)
     try:
         rendered = await outbox.pool.render(event, mail, person)
         rendered = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
@@ -215,7 +230,12 @@ async def send_now(
     store = await open_store(settings.paths.database)
     engine: Engine | None = None
     try:  # the store is closed whatever fails: its thread would keep the process alive
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         await engine.plan()
         await _check_asked(engine, settings, event_id, mail, recipient)
         asked = {
@@ -282,3 +302,22 @@ async def requeue_failed(
         )
     finally:
         await store.close()
+
+
+async def migrate_to(settings: Settings, url: str) -> dict[str, int]:
+    """`mailer migrate`: the SQLite database of these settings copied whole into the empty
+    PostgreSQL database `url`; rows per table. psycopg is imported only here and for a URL."""
+    if is_url(settings.paths.database):
+        raise ConfigError(
+            "is a PostgreSQL database already; migrate copies a SQLite file into one",
+            key="paths.database",
+        )
+    if not is_url(url):
+        raise ConfigError(
+            "expected a postgresql:// URL (postgresql://mailer@db.example.org/mailer)", key="--to"
+        )
+    if url_has_password(url):
+        raise ConfigError(URL_PASSWORD_REFUSED, key="--to")
+    from mailer.store.transfer import copy_to_postgres
+
+    return await copy_to_postgres(Path(settings.paths.database), url)

@@ -49,6 +49,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class File:
+    """An attachment of a version in force, as it was checked (SPEC §9: stored whole, by
+    content digest, each content once however many events and versions attach it)."""
+
+    name: str  # as the mail's `attach` names it, inside the event's folder
+    digest: str  # sha256 of the content, hex
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Version:
     """An event's valid version as kept in force (its texts, so that it can be parsed again
     while the file is invalid, across restarts too) and the plan that brings it in."""
@@ -61,6 +71,7 @@ class Version:
     csv: str | None
     mails: str  # JSON: name, due, expires, to
     plan: Plan | None = None  # None: the stored deliveries already match
+    files: tuple[File, ...] = ()  # its attachments, as checked
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,17 @@ class DeliveryRow:
     last_reply: str | None
     sent_at: float | None
     due: float
+
+
+@dataclass(frozen=True)
+class Change:
+    """What another node changed (SPEC §9, wake-ups across nodes): "plan" of an event (its
+    version in force or its deliveries), "removed" (its file is gone), "queue" (deliveries
+    put back: `mailer send`, `mailer retry`, a release), or "changed" (unknown: look)."""
+
+    kind: str
+    event: str | None = None
+    source: str | None = None
 
 
 class DatabaseGone(ConfigError):

@@ -17,8 +17,10 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from mailer.delivery import DeliveryState
+from mailer.store.contract import TURN_AHEAD_MAX_S
 from mailer.store.leases import LEASE_S, Node
 from mailer.store.postgres.connection import Connection, Db
+from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import Attempt, Claimed, Narrow
 
 PENDING_SQL = "('scheduled', 'retrying')"
@@ -64,6 +66,8 @@ class Queue(Connection):
                 + _locked(f"state = 'sending' AND ({gone_sql} OR ({_RUN_OUT}))"),
                 params,
             )
+            if cursor.rowcount:
+                await announce(db, self.node, "queue")
             return cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
@@ -75,6 +79,26 @@ class Queue(Connection):
             )
             return cursor.rowcount
 
+    async def reserve_turn(self, now: float, *, interval_s: float) -> float:
+        """The next turn of every node together (`max_per_minute`): one row, locked for the
+        moment of its update, so turns are handed out one after another. Not waited onto
+        disk (a turn lost in a database crash lets one message go a little early), so a
+        turn costs a round trip, not a flush."""
+        params = {"now": now, "interval": interval_s, "ahead": TURN_AHEAD_MAX_S}
+        async with self.transaction() as db:
+            await db.execute("SET LOCAL synchronous_commit = off")
+            cursor = await db.execute(
+                """INSERT INTO pace (name, next_at) VALUES ('send', %(now)s + %(interval)s)
+                   ON CONFLICT (name) DO UPDATE SET next_at = CASE
+                       WHEN pace.next_at > %(now)s + %(ahead)s THEN %(now)s
+                       ELSE GREATEST(pace.next_at, %(now)s)
+                   END + %(interval)s
+                   RETURNING next_at""",
+                params,
+            )
+            (next_at,) = await cursor.fetchone() or (now + interval_s,)
+        return float(next_at) - interval_s
+
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed but not sent (sending paused or stopping): back to the queue as they were.
         Only while still ours: a lease that ran out may have gone to another node since."""
@@ -84,6 +108,7 @@ class Queue(Connection):
                 f"AND leased_by = %s",
                 (sorted(ids), self.node.id),
             )
+            await announce(db, self.node, "queue")  # another node may send them now
 
     async def next_due(self) -> float | None:
         rows = await self._rows(
@@ -237,6 +262,8 @@ class Queue(Connection):
                 f"next_attempt = %s, expires = GREATEST(expires, %s + 3600) WHERE {where}",
                 [now, now, *params],
             )
+            if cursor.rowcount:
+                await announce(db, self.node, "queue", event=event_id)
             return cursor.rowcount
 
 

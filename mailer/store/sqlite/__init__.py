@@ -8,7 +8,11 @@ leases, group commit), `versions` (the versions in force), `reports` (status).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from mailer.store.contract import Store
+from mailer.store.rows import Change
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S, is_damaged
 from mailer.store.sqlite.queue import Queue
 from mailer.store.sqlite.reports import Reports
@@ -18,6 +22,11 @@ from mailer.store.sqlite.versions import Versions
 
 class SqliteStore(Queue, Versions, Reports, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
+
+    async def listen(self, heard: Callable[[Change], None]) -> None:
+        """Nothing to hear: SQLite cannot tell one process what another wrote (the engine's
+        poll finds it). Waits until cancelled, as PostgreSQL's listener does."""
+        await asyncio.Future()
 
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SqliteStore", "is_damaged"]

@@ -76,6 +76,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (a scan of the table and a sort for the GROUP BY).
         "CREATE INDEX deliveries_by_event ON deliveries (event, state, next_attempt)",
     ),
+    (
+        # SPEC §9, the version in force stored whole: its attachments as they were checked,
+        # each content once (a report PDF attached by ten mails of three events is one row),
+        # so a file replaced on disk after planning is not what goes out.
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BLOB NOT NULL)",
+        """CREATE TABLE event_files (
+            event TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            PRIMARY KEY (event, name)
+        )""",
+        "CREATE INDEX event_files_digest ON event_files (digest)",
+    ),
+    (
+        # SPEC §9, max_per_minute for all processes together: when the next message may
+        # leave (mailer.pacing). One row, 'send'.
+        "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
