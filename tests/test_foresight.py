@@ -13,7 +13,11 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mailer.cli import main
+from mailer.clock import SystemClock
 from mailer.config import load_settings
+from mailer.engine import Engine
+from mailer.store.contract import open_store
+from mailer.transports.maildir import MaildirTransport
 from tests.project import EVENT, make_project, write_event
 from tests.test_commands import plan
 
@@ -113,3 +117,35 @@ def test_without_a_database_there_is_nothing_to_compare_with(tmp_path: Path):
     assert broken.exit_code == 1
     (event,) = json.loads(broken.stdout)["events"]
     assert not event["valid"] and event["problems"] and event["changes"] is None
+
+
+async def test_check_compares_with_the_version_in_force_on_postgresql(
+    tmp_path: Path, fresh_database: str
+):
+    """Several nodes share one PostgreSQL database (SPEC §9): check reads it the same way."""
+    config = make_project(tmp_path)
+    config.write_text(
+        config.read_text().replace('"var/mailer.sqlite3"', f'"{fresh_database}"'), encoding="utf-8"
+    )
+    source = write_event(tmp_path, "forlabb")
+    settings = load_settings(config)
+    store = await open_store(settings.paths.database)
+    engine = Engine(
+        settings, store=store, transport=MaildirTransport(tmp_path), clock=SystemClock()
+    )
+    try:
+        await engine.plan()
+    finally:
+        await engine.close()
+        await store.close()
+    write_event(
+        tmp_path, "forlabb", edited(), starts="2027-06-17T09:00:00", ends="2027-06-17T12:00:00"
+    )
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, main, ["check", "-c", str(config), "--json", str(source)]
+    )
+    assert shown.exit_code == 0, shown.output
+    (event,) = json.loads(shown.stdout)["events"]
+    assert [r["mail"] for r in event["changes"]["retimed"]] == ["invitation", "reminder"]
+    assert {c["recipient"] for c in event["changes"]["added"]} == {"carl@example.org"}
+    assert {c["recipient"] for c in event["changes"]["cancelled"]} == {"bjorn@example.org"}
