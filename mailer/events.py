@@ -154,7 +154,6 @@ def parse_event(
     _check_id(source, problems=problems)
     text = _texts(doc, problems=problems)
     texts = parse_texts(doc.get("text"), meaningful=EVENT_KEYS, problems=problems)
-    from_name = _text(doc.get("from_name"), key="from_name", problems=problems)
     language = _language(doc, defaults, problems=problems)
     program = _program(doc.get("program", []), problems=problems)
     data = _free_data(doc, problems=problems)
@@ -184,7 +183,7 @@ def parse_event(
         recipients=recipients,
         mails=tuple(mails),
         texts=texts,
-        from_name=from_name or None,
+        from_name=text["from_name"] or None,
     )
 
 
@@ -200,10 +199,10 @@ def _check_id(source: Path, *, problems: Collector) -> None:
 
 
 def _texts(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, str]:
-    """`title` (required), `location` (one line each) and `description` (free text)."""
+    """`title` (required), `location`, `from_name` (one line each), `description` (free text)."""
     text = {
         key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")
-        for key in ("title", "location", "description")
+        for key in ("title", "location", "description", "from_name")
     }
     if not text["title"]:
         problems.add("title", "required: the event's name, used in subjects and calendars")
