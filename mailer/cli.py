@@ -153,8 +153,11 @@ def check(config_path: Path | None, paths: tuple[Path, ...], as_json: bool) -> i
             else:
                 print_checked(loaded, problems, language=settings.sender.language, effect=effect)
     if as_json:
-        click.echo(json.dumps({"events": documents}, ensure_ascii=False, indent=2))
+        document = {"events": documents, "not_compared": foresight.unavailable}
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2))
     else:
+        if foresight.unavailable:
+            say(out, f"note not compared with the plans in force: {foresight.unavailable}")
         say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
 

@@ -32,14 +32,15 @@ class Foresight:
         self.settings = settings
         self._runner = asyncio.Runner()
         self._store: Store | None = None
+        self.unavailable: str | None = None  # why the plans in force could not be read
 
     def __enter__(self) -> Foresight:
         database = self.settings.paths.database
         if is_url(database) or Path(database).is_file():
             try:
                 self._store = self._runner.run(open_read_only(database))
-            except (MailerError, OSError):  # not set up yet: nothing is in force
-                self._store = None
+            except (MailerError, OSError) as exc:  # said once by `check`, which goes on
+                self.unavailable = str(exc)
         return self
 
     def __exit__(

@@ -149,3 +149,16 @@ async def test_check_compares_with_the_version_in_force_on_postgresql(
     assert [r["mail"] for r in event["changes"]["retimed"]] == ["invitation", "reminder"]
     assert {c["recipient"] for c in event["changes"]["added"]} == {"carl@example.org"}
     assert {c["recipient"] for c in event["changes"]["cancelled"]} == {"bjorn@example.org"}
+
+
+def test_a_database_that_cannot_be_read_is_said_and_check_goes_on(tmp_path: Path):
+    config = make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "mailer.sqlite3").write_bytes(b"not a database, just bytes" * 100)
+    result = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "note not compared with the plans in force: " in result.output
+    assert "ok  " in result.output and "saving it" not in result.output
+    shown = CliRunner().invoke(main, ["check", "-c", str(config), "--json"])
+    assert json.loads(shown.stdout)["not_compared"]
