@@ -33,6 +33,7 @@ from mailer.config_values import (
     Address,
     CaFile,
     ConfigPath,
+    Country,
     Database,
     Domain,
     Duration,
@@ -78,6 +79,8 @@ class SenderSettings(_Section):
     reply_to: Address | None = None
     language: Language = "sv"
     timezone: Zone = "Europe/Stockholm"
+    # Whose public holidays `workdays` skips and `check` warns of (SPEC §14).
+    holidays: Country = "SE"
     # Empty only until _default_domain fills it from `from`; a bad `from` reports itself.
     message_id_domain: Domain = Field(default="", validate_default=False)
 

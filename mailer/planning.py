@@ -77,7 +77,7 @@ def plan_digest(content_digest: str, settings: Settings) -> str:
     sending, sender = settings.sending, settings.sender
     basis = (
         f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
+        f"{sender.message_id_domain}|{sender.holidays}"
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
@@ -117,3 +117,48 @@ def with_erased(
         hashed = erase(w.recipient)
         found.append(w._replace(recipient=hashed) if (w.mail, hashed) in erased else w)
     return found
+@dataclass(frozen=True)
+class Retimed:
+    """A mail whose due time an edit moves; `deliveries` of it still waiting move along."""
+
+    mail: str
+    old: float  # due, unix seconds
+    new: float
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class EditEffect:
+    """What saving an edited file would do to the event in force (SPEC §10, `mailer check`)."""
+
+    event_id: str
+    retimed: tuple[Retimed, ...] = ()
+    added: tuple[tuple[str, str], ...] = ()  # (mail, recipient) that would be planned
+    cancelled: tuple[tuple[str, str], ...] = ()  # (mail, recipient) waiting, then not sent
+    # The update and cancellation notices saving it would send (SPEC §10). Planning them is
+    # the calendar-notices work of issue 15; when it lands, `edit_effect` asks it here.
+    notices: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.retimed or self.added or self.cancelled or self.notices)
+
+
+def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) -> EditEffect:
+    """The difference between the version in force (its mails as the store keeps them,
+    `in_force`, JSON) and the file as read now: planned by `plan_event`, the one planner, so
+    `check` says exactly what the service would do with the file."""
+    stored = list(stored)
+    plan = plan_event(reading.event_id, reading.wanted, stored)
+    by_id = {s.id: s for s in stored}
+    moved = [by_id[r.id].mail for r in plan.retimes]
+    old = {m["name"]: m["due"] for m in json.loads(in_force)}
+    retimed = tuple(
+        Retimed(m["name"], old[m["name"]], m["due"], moved.count(m["name"]))
+        for m in json.loads(reading.version.mails)
+        if m["name"] in old and old[m["name"]] != m["due"]
+    )
+    brought_back = [(by_id[r.id].mail, by_id[r.id].recipient) for r in plan.revives]
+    added = sorted([(w.mail, w.recipient) for w in plan.inserts] + brought_back)
+    cancelled = sorted((by_id[i].mail, by_id[i].recipient) for i in plan.cancels)
+    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled))

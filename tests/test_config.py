@@ -152,6 +152,11 @@ def problems_of(path: Path) -> list[str]:
             'got "Info\\nBcc: x@example.org"',
         ),
         (
+            SENDER + 'holidays = "Sverige"\n',
+            'sender.holidays: expected a country code the holidays library knows, like "SE", '
+            'got "Sverige"',
+        ),
+        (
             SENDER + "[transport]\nvalidate_certs = 1\n",
             "transport.validate_certs: unknown key (known: kind, path)",
         ),
