@@ -21,11 +21,14 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailer.announcing import announce_settled
+from mailer.bounces import BounceReader
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.events import Event
 from mailer.outbox import Outbox
+from mailer.retention import purge_daily
+from mailer.secret import load_keyring
 from mailer.sending import Sender, StepResult
 from mailer.store import Change, DatabaseGone, Narrow, Store, is_damaged
 from mailer.store_trouble import StoreTrouble
@@ -91,6 +94,8 @@ class Engine:
                 "%d deliveries were being sent by a process that stopped; they go out again",
                 taken,
             )
+        # The key first: a key file that cannot be read stops the start, not the first send.
+        self.sender.keyring = await load_keyring(self.settings, self.store)
         await self.catalog.load_all()
         self.wakeup.set()
 
@@ -153,6 +158,7 @@ class Engine:
             else self.stopping.wait()
         )
         listener = asyncio.create_task(self.store.listen(self.heard))
+        upkeep = asyncio.create_task(self._upkeep() if sources is None else self.stopping.wait())
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
@@ -161,9 +167,19 @@ class Engine:
             self.stopping.set()
             self._stop_scheduler()  # first: no wake-up fires while the rest winds down
             listener.cancel()
-            await asyncio.gather(watcher, listener, return_exceptions=True)
+            await asyncio.gather(watcher, listener, upkeep, return_exceptions=True)
             await self.close()
             log.info("stopped")
+
+    async def _upkeep(self) -> None:
+        """Beside sending, in the service only: the bounce mailbox read (SPEC §11) and the
+        daily purge (SPEC §13). Each loop logs its own failures and goes on."""
+        loops = [purge_daily(self.settings, self.store, clock=self.clock, stopping=self.stopping)]
+        bounces, keyring = self.settings.bounces, self.sender.keyring
+        if bounces is not None and keyring is not None:
+            reader = BounceReader(bounces, store=self.store, keyring=keyring, clock=self.clock)
+            loops.append(reader.run(self.stopping))
+        await asyncio.gather(*loops)
 
     async def _turn(self) -> None:
         """One step, then a wait bounded on the loop's monotonic clock: at most until the

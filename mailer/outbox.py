@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from mailer.advice import day_off_notes, untranslated_notes
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
@@ -63,7 +64,8 @@ class Outbox:
             renderer.templates_dir, default_language=renderer.default_language, size=renderers
         )
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
-        self._calendars: dict[tuple[str, str, Identity], Attachment] = {}
+        # Each calendar file without its ATTENDEE, per (event, mail, language, identity).
+        self._calendars: dict[tuple[str, str, str, Identity], Attachment] = {}
         self._stored: dict[str, dict[str, bytes]] = {}  # event -> its files as checked
 
     async def compose_async(
@@ -111,17 +113,20 @@ class Outbox:
         identity: Identity | None,
         mid: str | None,
     ) -> bytes:
-        files = self.attachments(event, mail, now=now)
-        if mail.calendar:
-            ics = self._calendar(event, mail, now=now, identity=identity or self.identity())
-            files = (*files, with_attendee(ics, recipient))
         return build_message(
             event,
             mail,
             recipient,
             rendered,
-            sender=self.sender,
-            attachments=files,
+            sender=self.sender_for(event),
+            attachments=self.attachments(
+                event,
+                mail,
+                now=now,
+                language=rendered.language,
+                identity=identity,
+                attendee=recipient,
+            ),
             now=now,
             mid=mid,
         )
@@ -131,26 +136,48 @@ class Outbox:
         names none (iTIP requires one)."""
         return Identity(sequence, method, self.sender.name, self.sender.address)
 
-    def _calendar(
-        self, event: Event, mail: Mail, *, now: datetime, identity: Identity
-    ) -> Attachment:
-        """The mail's calendar file without its ATTENDEE, made once per revision."""
-        key = (event.id, mail.name, identity)
-        if key not in self._calendars:
-            domain = self.sender.message_id_domain
-            self._calendars = {k: v for k, v in self._calendars.items() if k[:2] != key[:2]}
-            self._calendars[key] = calendar_file(event, domain=domain, now=now, identity=identity)
-        return self._calendars[key]
+    def sender_for(self, event: Event) -> Sender:
+        """`sender.from`, with the event's `from_name` as its display name if it has one."""
+        return dataclasses.replace(self.sender, name=event.from_name or self.sender.name)
 
-    def attachments(self, event: Event, mail: Mail, *, now: datetime) -> tuple[Attachment, ...]:
-        """The mail's files, read once and shared by every recipient's message."""
+    def attachments(
+        self,
+        event: Event,
+        mail: Mail,
+        *,
+        now: datetime,
+        language: str = "",
+        identity: Identity | None = None,
+        attendee: Recipient | None = None,
+    ) -> tuple[Attachment, ...]:
+        """The mail's files, read once and shared by every recipient's message, and its .ics
+        in `language` (its [text.<lang>] may differ) at `identity`'s SEQUENCE and METHOD
+        (SPEC §10; the first by default), naming `attendee`: made once per language and
+        revision, the ATTENDEE line per message."""
         key = (event.id, mail.name)
         if key not in self._files:
-            files = [
+            self._files[key] = tuple(
                 Attachment(path.name, self._bytes_of(event, mail, path)) for path in mail.attach
-            ]
-            self._files[key] = tuple(files)
-        return self._files[key]
+            )
+        if not mail.calendar:
+            return self._files[key]
+        ics = self._calendar(event, mail, now=now, language=language, identity=identity)
+        return (*self._files[key], with_attendee(ics, attendee))
+
+    def _calendar(
+        self, event: Event, mail: Mail, *, now: datetime, language: str, identity: Identity | None
+    ) -> Attachment:
+        """The mail's calendar file in `language` without its ATTENDEE, made once per
+        revision; an earlier revision's are dropped."""
+        identity = identity or self.identity()
+        key = (event.id, mail.name, language, identity)
+        if key not in self._calendars:
+            self._calendars = {
+                k: v for k, v in self._calendars.items() if k[:2] != key[:2] or k[3] == identity
+            }
+            shown, domain = event.in_language(language), self.sender.message_id_domain
+            self._calendars[key] = calendar_file(shown, domain=domain, now=now, identity=identity)
+        return self._calendars[key]
 
     def _bytes_of(self, event: Event, mail: Mail, path: Path) -> bytes:
         """As stored with the version in force; else from the folder (`check`, `preview`,
@@ -227,8 +254,12 @@ def check_events(
             if loaded.error is not None:
                 yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
             else:
-                assert loaded.event is not None
-                yield loaded, outbox.check(loaded.event, now=now)
+                event = loaded.event
+                assert event is not None
+                advice = day_off_notes(event, defaults.days_off, language=defaults.language)
+                advice += untranslated_notes(event)
+                loaded = dataclasses.replace(loaded, notes=(*loaded.notes, *advice))
+                yield loaded, outbox.check(event, now=now)
     finally:  # the rendering workers, also when the caller stops early
         outbox.close()
 

@@ -11,6 +11,7 @@ from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
+    Bounce,
     CalendarRow,
     Change,
     Claimed,
@@ -21,6 +22,7 @@ from mailer.store.rows import (
     File,
     MailCounts,
     Narrow,
+    Purged,
     Version,
 )
 from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
@@ -31,6 +33,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING",
     "Attempt",
+    "Bounce",
     "CalendarRow",
     "Change",
     "Claimed",
@@ -42,6 +45,7 @@ __all__ = [
     "MailCounts",
     "Narrow",
     "Node",
+    "Purged",
     "SqliteStore",
     "Store",
     "Version",

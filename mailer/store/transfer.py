@@ -26,8 +26,19 @@ from mailer.store.sqlite import SqliteStore
 
 # What is copied, parents before children (attempts refer to deliveries, files to blobs).
 # Leases come as they are: a node takes back what a stopped process held once they ran out.
+# The secret key comes too: with another one, erased addresses would no longer match (an
+# event coming back would be planned again) and bounces of mail sent before not be read.
 # Calendars too: an event's SEQUENCE must never go down (SPEC §10), also across a migrate.
-TABLES = ("events", "deliveries", "attempts", "blobs", "event_files", "calendars")
+TABLES = (
+    "events",
+    "deliveries",
+    "attempts",
+    "blobs",
+    "event_files",
+    "secrets",
+    "bounce_notices",
+    "calendars",
+)
 # Rows read from SQLite and sent to COPY at a time: memory stays flat at 200,000 deliveries.
 CHUNK_ROWS = 5_000
 # SQLite's unix VFS: every connection to a database in WAL mode holds a shared lock on this

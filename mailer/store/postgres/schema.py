@@ -84,7 +84,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
     ),
     (
-        # SPEC §10, as SQLite's schema 8 (this is PostgreSQL's 5): calendar identity, `hold`.
+        # As SQLite's schema 8 (this is PostgreSQL's 5): SPEC §13's end and erasure times,
+        # the secret, bounce notices.
+        "ALTER TABLE events ADD COLUMN ends DOUBLE PRECISION",
+        "ALTER TABLE events ADD COLUMN purged_at DOUBLE PRECISION",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+    (
+        # SPEC §10, as SQLite's schema 9 (this is PostgreSQL's 6): calendar identity, `hold`.
         """CREATE TABLE calendars (
             event TEXT PRIMARY KEY,
             sequence INTEGER NOT NULL DEFAULT 0,

@@ -3,7 +3,8 @@
 The unique key on (event, mail, recipient) makes "sent twice" a constraint, not a hope.
 One connection per process; each responsibility in its own module: `schema` (tables,
 migrations, pragmas), `connection` (opening, the one transaction helper), `queue` (claims,
-leases, group commit), `versions` (the versions in force), `reports` (status).
+leases, group commit), `versions` (the versions in force), `reports` (status), `privacy`
+(the secret, bounce notices, purges: SPEC §11, §13).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from mailer.store.contract import Store
 from mailer.store.rows import Change
 from mailer.store.sqlite.calendars import Calendars
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S, is_damaged
+from mailer.store.sqlite.privacy import Privacy
 from mailer.store.sqlite.queue import Queue
 from mailer.store.sqlite.reports import Reports
 from mailer.store.sqlite.schema import MIGRATIONS
 from mailer.store.sqlite.versions import Versions
 
 
-class SqliteStore(Queue, Versions, Calendars, Reports, Store):
+class SqliteStore(Queue, Versions, Calendars, Reports, Privacy, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
 
     async def listen(self, heard: Callable[[Change], None]) -> None:

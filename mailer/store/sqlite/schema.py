@@ -95,6 +95,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
     ),
     (
+        # SPEC §13: an event's end, from which its personal data is kept `retention.keep`,
+        # and when it was last erased (a version saved since has texts to erase again).
+        "ALTER TABLE events ADD COLUMN ends REAL",
+        "ALTER TABLE events ADD COLUMN purged_at REAL",
+        # The secret that signs bounce addresses and hashes erased ones (keyring.py), made
+        # once by whichever process needs it first.
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        # SPEC §11: each bounce notice recorded, so one read twice counts once.
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery INTEGER NOT NULL,
+            at REAL NOT NULL
+        )""",
+    ),
+    (
         # SPEC §10: each event's calendar identity. SEQUENCE only grows (announce adds one);
         # `announced` and `previous` are the facts (notices.Facts, JSON) of this revision
         # and the one before, `pending` a change waiting until `settle_at` to be announced.
