@@ -157,8 +157,8 @@ class EditEffect:
     retimed: tuple[Retimed, ...] = ()
     added: tuple[tuple[str, str], ...] = ()  # (mail, recipient) that would be planned
     cancelled: tuple[tuple[str, str], ...] = ()  # (mail, recipient) waiting, then not sent
-    # The update and cancellation notices saving it would send (SPEC §10). Planning them is
-    # the calendar-notices work of issue 15; when it lands, `edit_effect` asks it here.
+    # (notice, recipient): the update or cancellation saving it would send once the change
+    # settles (SPEC §10), as announcing.announce_settled would queue it (foresight.py).
     notices: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -166,11 +166,18 @@ class EditEffect:
         return not (self.retimed or self.added or self.cancelled or self.notices)
 
 
-def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) -> EditEffect:
+def edit_effect(
+    reading: Reading,
+    stored: Iterable[Stored],
+    *,
+    in_force: str,
+    notices: tuple[tuple[str, str], ...] = (),
+) -> EditEffect:
     """The difference between the version in force (its mails as the store keeps them,
     `in_force`, JSON) and the file as read now: planned by `plan_event`, the one planner, so
-    `check` says exactly what the service would do with the file."""
-    stored = list(stored)
+    `check` says exactly what the service would do with the file. Stored notices are not the
+    planner's (plan_version leaves them out too); `notices` are those the change would send."""
+    stored = [s for s in stored if s.mail not in NOTICES]
     plan = plan_event(reading.event_id, reading.wanted, stored)
     by_id = {s.id: s for s in stored}
     moved = [by_id[r.id].mail for r in plan.retimes]
@@ -183,4 +190,4 @@ def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) ->
     brought_back = [(by_id[r.id].mail, by_id[r.id].recipient) for r in plan.revives]
     added = sorted([(w.mail, w.recipient) for w in plan.inserts] + brought_back)
     cancelled = sorted((by_id[i].mail, by_id[i].recipient) for i in plan.cancels)
-    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled))
+    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled), notices)
