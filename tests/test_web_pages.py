@@ -139,6 +139,15 @@ async def test_a_bounced_delivery_shows_its_state_and_diagnostic(tmp_path: Path)
     assert "bounced 1" in text_of(events)
 
 
+async def test_a_held_event_says_so_on_both_pages(tmp_path: Path):
+    held = project(tmp_path, "hold = true\n" + EVENT)
+    async with engine_at(held, ManualClock(INVITATION_DUE)) as engine, page(engine) as base:
+        events = (await get(base + "/", headers=SV))[2]
+        event = (await get(base + "/events/forlabb", headers=EN))[2]
+    assert "Hålls inne (hold = true)" in events
+    assert "Held (hold = true): nothing is sent" in event
+
+
 async def test_what_does_not_exist_is_404(tmp_path: Path):
     async with (
         engine_at(project(tmp_path), ManualClock(INVITATION_DUE)) as engine,
