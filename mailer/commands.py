@@ -15,8 +15,6 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-import aiosqlite
-
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
 from mailer.delivery import DeliveryState
@@ -26,7 +24,7 @@ from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, is_damaged
+from mailer.store import Narrow, StoreUnavailable, is_damaged
 from mailer.store.contract import open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
@@ -72,7 +70,7 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop)
         await _run_with_page(engine, settings)
-    except aiosqlite.DatabaseError as exc:
+    except StoreUnavailable as exc:
         if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
             raise
         raise _database_error(settings, exc) from exc
@@ -186,7 +184,7 @@ async def read_status(settings: Settings, *, event_id: str | None, mail: str | N
     store = await open_read_only(settings.paths.database)
     try:
         return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
-    except aiosqlite.DatabaseError as exc:  # malformed: one line naming the file, not a trace
+    except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
         raise _database_error(settings, exc) from exc
     finally:
         await store.close()

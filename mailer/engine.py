@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -26,7 +25,7 @@ from mailer.config import Settings
 from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.sending import Sender, StepResult
-from mailer.store import DatabaseGone, Narrow, Store, is_damaged
+from mailer.store import DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
 from mailer.store_trouble import StoreTrouble
 from mailer.transports.base import Transport
 from mailer.watcher import watch
@@ -164,7 +163,7 @@ class Engine:
         if failure is None:
             try:
                 wait_s = await self._arm()
-            except (aiosqlite.Error, OSError) as exc:
+            except (StoreUnavailable, OSError) as exc:
                 failure = exc
         if failure is not None:
             await self._pause_after(failure)

@@ -15,8 +15,6 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiosqlite
-
 from mailer.catalog import Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
@@ -24,7 +22,7 @@ from mailer.delivery import DeliveryState, Outcome, Verdict
 from mailer.errors import MailerError
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
-from mailer.store import HEARTBEAT_S, Attempt, Claimed, Narrow, Store
+from mailer.store import HEARTBEAT_S, Attempt, Claimed, Narrow, Store, StoreUnavailable
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
@@ -53,12 +51,13 @@ class _Claims:
         self._sender = sender
         self._only = only
         self._due_by = due_by
+        self.halted = False  # a session failed: the others finish what they hold, then stop
 
     async def take(self) -> Claimed | None:
         """The next delivery, claiming a batch when none is left; None when done or halted."""
         sender = self._sender
         async with self._lock:
-            if not self.waiting and sender.may_go_on():
+            if not self.waiting and sender.may_go_on() and not self.halted:
                 due_by = sender.now() if self._due_by is None else self._due_by
                 batch, expired = await sender.store.claim_due(
                     due_by, limit=CLAIM_BATCH, only=self._only
@@ -70,7 +69,8 @@ class _Claims:
                 if expired:
                     log.warning("%d deliveries expired before they could be sent", expired)
                 self.waiting.extend(batch)
-            return self.waiting.popleft() if self.waiting and sender.may_go_on() else None
+            going_on = sender.may_go_on() and not self.halted
+            return self.waiting.popleft() if self.waiting and going_on else None
 
 
 class Sender:
@@ -105,6 +105,9 @@ class Sender:
         # recorded, never sent again) and claims to put back in the queue.
         self._unrecorded: dict[int, Attempt] = {}
         self._unreleased: set[int] = set()
+        # Whether a step failed since the database last answered a settling in full: the
+        # database may hold claims for us that we never heard of (see `_settle_leftovers`).
+        self._unsure = False
         self.heartbeat_s = HEARTBEAT_S  # how often a step renews its leases (SPEC §9)
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
@@ -124,17 +127,23 @@ class Sender:
         # Per step, not for the life of the service: that would grow by one entry per delivery.
         outcomes: dict[int, DeliveryState] = {}
         heartbeat = asyncio.create_task(self._renew_leases())
-        try:  # one session failing (the store) stops the others: a TaskGroup cancels them
-            async with asyncio.TaskGroup() as sessions:
-                tasks = [
-                    sessions.create_task(self._session(claims, outcomes))
-                    for _ in range(self.settings.sending.connections)
-                ]
+        sessions = [
+            asyncio.create_task(self._session(claims, outcomes))
+            for _ in range(self.settings.sending.connections)
+        ]
+        try:  # a stop cancels the sessions; gather returns once each has ended
+            ended = await asyncio.gather(*sessions, return_exceptions=True)
+        except BaseException:
+            self._unsure = True
+            raise
         finally:  # paused, stopping or failed with claims in hand: back to the queue
             await self._put_back(claims.waiting)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        handled = sum(task.result() for task in tasks)
+        if failures := [e for e in ended if isinstance(e, BaseException)]:
+            self._unsure = True
+            raise BaseExceptionGroup("a step of sending failed", failures)
+        handled = sum(n for n in ended if isinstance(n, int))
         return StepResult(outcomes, handled, self.paused_because)
 
     async def _session(self, claims: _Claims, outcomes: dict[int, DeliveryState]) -> int:
@@ -146,7 +155,10 @@ class Sender:
             except BaseException:
                 # Stopped mid-send, or the store failed: back to the queue, to be tried
                 # again (it may have gone out: at-least-once for what is in flight);
-                # unless it went out and only its record failed.
+                # unless it went out and only its record failed. The other sessions finish
+                # the message each has in hand (cancelled mid-send, it could go twice) and
+                # take no more.
+                claims.halted = True
                 if delivery.id not in self._unrecorded:
                     claims.waiting.appendleft(delivery)
                 raise
@@ -169,7 +181,7 @@ class Sender:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.store.renew_leases(self.now())
-            except (aiosqlite.Error, OSError):
+            except (StoreUnavailable, OSError):
                 continue
 
     async def _settle_leftovers(self) -> None:
@@ -182,6 +194,13 @@ class Sender:
         if self._unreleased:
             await self.store.release(sorted(self._unreleased))
             self._unreleased.clear()
+        if self._unsure:
+            # Between steps this node sends nothing: whatever the database still leases to
+            # it is a claim whose answer the failure swallowed. Back to the queue, or it
+            # would stay `sending` for as long as this node lives and renews it.
+            if taken := await self.store.release_held():
+                log.warning("%d deliveries claimed as the database failed go back", taken)
+            self._unsure = False
 
     def may_go_on(self) -> bool:
         """Whether a session may take another delivery: not stopping, not paused."""

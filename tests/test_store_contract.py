@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Protocol
 
-import aiosqlite
 import psycopg
 import pytest
 
 from mailer.delivery import DeliveryState as S
 from mailer.errors import ConfigError
 from mailer.plan import Wanted, plan_event
-from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, Version
+from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, StoreUnavailable, Version
 from mailer.store.contract import open_read_only, open_store
 from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from mailer.store.postgres import PostgresStore
@@ -267,6 +266,28 @@ async def test_an_expired_lease_goes_to_the_next_claim_of_another_node(store: St
     assert await states_of(store) == {"a": "sending"}
 
 
+async def test_a_node_whose_lease_was_taken_over_never_overwrites_the_new_holders_row(
+    store: Store, other: Store
+):
+    await bring_in(store, want("a", 10), want("b", 10))
+    mine, _ = await store.claim_due(10, limit=5)  # then this node stalls past its lease
+    theirs, _ = await other.claim_due(10 + LEASE_S, limit=5)
+    a, b = sorted(theirs, key=lambda c: c.recipient)
+    await other.record(Attempt(a.id, 41, "retry", 451, "451 theirs", S.RETRYING, 1, 99))
+    # The stalled node wakes and records what it had in flight, both ways it can.
+    await store.record(sent(mine[0].id, at=42))
+    await store.record_now([sent(c.id, at=42) for c in mine])
+    rows = {d.recipient: d for d in await store.deliveries_of("e", "m")}
+    assert (rows["a"].state, rows["a"].last_reply, rows["a"].sent_at) == (
+        "retrying",
+        "451 theirs",
+        None,
+    )
+    assert rows["b"].state == "sending"  # still the other node's, on its way
+    await other.record(sent(b.id, at=43))
+    assert await states_of(store) == {"a": "retrying", "b": "sent"}
+
+
 async def test_nodes_claiming_at_once_never_get_the_same_delivery(backend: Backend, store: Store):
     await bring_in(store, *(want(f"r{i:03}", 10) for i in range(300)))
     nodes = [store, *[await backend.open() for _ in range(3)]]
@@ -323,6 +344,16 @@ async def test_released_claims_go_back_as_they_were(store: Store):
     a, b = sorted((await store.claim_due(11, limit=5))[0], key=lambda c: c.recipient)
     await store.release([a.id, b.id])
     assert await states_of(store) == {"a": "retrying", "b": "scheduled"}
+
+
+async def test_release_held_puts_back_every_claim_of_this_node_and_no_other(
+    store: Store, other: Store
+):
+    await bring_in(store, want("a", 10), want("b", 10), want("c", 10))
+    await store.claim_due(10, limit=2)  # a claim whose answer the database failure swallowed
+    await other.claim_due(10, limit=5)
+    assert await store.release_held() == 2
+    assert sorted((await states_of(store)).values()) == ["scheduled", "scheduled", "sending"]
 
 
 # -- group commit ----------------------------------------------------------------------------
@@ -455,7 +486,7 @@ async def test_status_never_sets_up_a_database_nor_writes_one(backend: Backend):
     status = await open_read_only(backend.address)
     try:
         assert await states_of(status) == {"a": "scheduled"}
-        with pytest.raises((aiosqlite.Error, psycopg.Error), match=r"read-?only"):
+        with pytest.raises(StoreUnavailable, match=r"read-?only"):
             await status.claim_due(10, limit=1)
     finally:
         await status.close()

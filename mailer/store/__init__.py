@@ -17,9 +17,12 @@ from mailer.store.rows import (
     EventRow,
     MailCounts,
     Narrow,
+    StoreFault,
+    StoreUnavailable,
     Version,
+    is_damaged,
 )
-from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
+from mailer.store.sqlite import MIGRATIONS, SqliteStore
 
 __all__ = [
     "HEARTBEAT_S",
@@ -36,6 +39,8 @@ __all__ = [
     "Node",
     "SqliteStore",
     "Store",
+    "StoreFault",
+    "StoreUnavailable",
     "Version",
     "is_damaged",
     "is_url",

@@ -22,6 +22,7 @@ from mailer.store.rows import (
     EventRow,
     MailCounts,
     Narrow,
+    NodeRow,
     Version,
 )
 
@@ -113,6 +114,13 @@ class Store(Protocol):
         """Claimed but not sent: back to the queue as they were, if still leased to us."""
         ...
 
+    async def release_held(self) -> int:
+        """Everything still leased to this node back to the queue, as it was; how many. For
+        a node that holds nothing it knows of, after the database failed it: a claim whose
+        commit went through but whose answer was lost left rows leased to us that no
+        session sends, and that no other node takes while we renew our leases."""
+        ...
+
     async def record(self, attempt: Attempt) -> None:
         """Record an outcome durably: returns only once it is committed (group commit)."""
         ...
@@ -135,6 +143,28 @@ class Store(Protocol):
         recipient: str | None = None,
     ) -> int:
         """Back in the queue now, as new (`mailer retry`, `mailer send`); how many."""
+        ...
+
+    # -- nodes (SPEC §9) ---------------------------------------------------------------------
+
+    async def beat(self, now: float, *, planner: bool) -> None:
+        """This node lives: its row in `nodes` says so (written at its first beat), and
+        whether it is the planner; if it is, no other row says so any more. Rows not heard
+        of for NODE_FORGOTTEN_S go."""
+        ...
+
+    async def leave(self) -> None:
+        """This node stops: its row goes (a node killed leaves it, shown as not seen)."""
+        ...
+
+    async def nodes(self) -> list[NodeRow]:
+        """Every node the database knows of, by start."""
+        ...
+
+    async def hold_planner(self) -> bool:
+        """Become the planner if no other node is, or stay it: whether this node is. On
+        SQLite, the one node is; on PostgreSQL, the holder of an advisory lock that the
+        server releases when the holder's connection dies."""
         ...
 
     # -- reports --------------------------------------------------------------------------

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 LEASE_S = 30.0
 # How often a node renews: a third of the lease, so two missed beats still leave it held.
 HEARTBEAT_S = LEASE_S / 3
+# A node's row not heard of for this long goes (a machine killed and never restarted):
+# long enough that `status` shows a dead node for a day, as someone may look for it.
+NODE_FORGOTTEN_S = 86_400.0
 
 
 @dataclass(frozen=True)

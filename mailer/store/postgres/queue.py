@@ -85,6 +85,14 @@ class Queue(Connection):
                 (sorted(ids), self.node.id),
             )
 
+    async def release_held(self) -> int:
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE deliveries SET {_REQUEUED} WHERE state = 'sending' AND leased_by = %s",
+                (self.node.id,),
+            )
+            return cursor.rowcount
+
     async def next_due(self) -> float | None:
         rows = await self._rows(
             f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL}"
@@ -175,7 +183,9 @@ class Queue(Connection):
 
     async def record_now(self, attempts: Sequence[Attempt]) -> None:
         """Record outcomes in one transaction, now (what a failed step left over). Rows in
-        id order, as every multi-row write here, so two writers cannot deadlock."""
+        id order, as every multi-row write here, so two writers cannot deadlock. Each
+        attempt is kept in the log; a delivery's state changes only while this node holds
+        its lease: one that ran out and went to another node is that node's now."""
         ordered = sorted(attempts, key=lambda a: a.delivery)
         async with self.transaction() as db, db.cursor() as cursor:
             await cursor.executemany(
@@ -189,7 +199,7 @@ class Queue(Connection):
                 "next_attempt = COALESCE(%(next)s::double precision, next_attempt), "
                 "first_attempt = COALESCE(first_attempt, %(at)s), "
                 "sent_at = CASE WHEN %(state)s = 'sent' THEN %(at)s ELSE sent_at END "
-                "WHERE id = %(id)s",
+                "WHERE id = %(id)s AND state = 'sending' AND leased_by = %(node)s",
                 [
                     {
                         "state": a.state.value,
@@ -198,6 +208,7 @@ class Queue(Connection):
                         "next": a.next_attempt,
                         "at": a.at,
                         "id": a.delivery,
+                        "node": self.node.id,
                     }
                     for a in ordered
                 ],

@@ -63,6 +63,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
+    (
+        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`.
+        # A row is written at a node's start and each heartbeat; a clean stop deletes it.
+        """CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started DOUBLE PRECISION NOT NULL,    -- unix seconds
+            last_seen DOUBLE PRECISION NOT NULL,  -- its last heartbeat
+            planner BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
 # (the planner's election, a later step, takes another).

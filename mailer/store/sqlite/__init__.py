@@ -9,7 +9,7 @@ leases, group commit), `versions` (the versions in force), `reports` (status).
 from __future__ import annotations
 
 from mailer.store.contract import Store
-from mailer.store.sqlite.connection import BUSY_TIMEOUT_S, is_damaged
+from mailer.store.sqlite.connection import BUSY_TIMEOUT_S
 from mailer.store.sqlite.queue import Queue
 from mailer.store.sqlite.reports import Reports
 from mailer.store.sqlite.schema import MIGRATIONS
@@ -20,4 +20,4 @@ class SqliteStore(Queue, Versions, Reports, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
 
 
-__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SqliteStore", "is_damaged"]
+__all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SqliteStore"]
