@@ -201,11 +201,12 @@ def status(
 ) -> int:
     """Per event and mail: due time and counts per state; per recipient with MAIL."""
     settings = settings_from(config_path)
-    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name))
+    now = SystemClock().now()
+    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name, now=now))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print_status(report, now=SystemClock().now())
+        print_status(report, now=now)
     return EXIT_OK
 
 

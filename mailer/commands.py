@@ -24,7 +24,7 @@ from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, StoreUnavailable, is_damaged
+from mailer.store import Narrow, Node, StoreUnavailable, is_damaged
 from mailer.store.contract import open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
@@ -63,7 +63,8 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     # of the ~30 ms that held up the event loop (and due mail) every second or so.
     gc.collect()
     gc.freeze()
-    store = await open_store(settings.paths.database)
+    lease_s = settings.sending.lease.total_seconds()
+    store = await open_store(settings.paths.database, node=Node.here(lease_s=lease_s))
     try:
         engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
         loop = asyncio.get_running_loop()
@@ -178,12 +179,20 @@ async def _check_asked(
         )
 
 
-async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
+async def read_status(
+    settings: Settings, *, event_id: str | None, mail: str | None, now: datetime | None = None
+) -> dict:
     """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
     migrates the database: a missing one is said (exit 2), not shown as empty."""
     store = await open_read_only(settings.paths.database)
     try:
-        return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
+        return await status_report(
+            store,
+            zone=settings.sender.zone,
+            event_id=event_id,
+            mail=mail,
+            now=None if now is None else now.timestamp(),
+        )
     except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
         raise _database_error(settings, exc) from exc
     finally:

@@ -22,13 +22,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
+from mailer.election import Election
 from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.sending import Sender, StepResult
 from mailer.store import DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
 from mailer.store_trouble import StoreTrouble
 from mailer.transports.base import Transport
-from mailer.watcher import watch
 
 log = logging.getLogger("mailer")
 
@@ -77,16 +77,19 @@ class Engine:
 
     async def load_all(self) -> None:
         """Take back what a stopped process held, and rebuild the plan from the event files
-        and the database (SPEC §5.1): what a starting service does."""
-        # What a stopped process held goes back; a live `mailer send` keeps its own.
+        and the database (SPEC §5.1): what a starting service of one node does."""
+        await self.take_back()
+        await self.catalog.load_all()
+        self.wakeup.set()
+
+    async def take_back(self) -> None:
+        """What a stopped process held goes back; a live node or `mailer send` keeps its own."""
         taken = await self.store.take_back_abandoned(self.now())
         if taken:
             log.warning(
                 "%d deliveries were being sent by a process that stopped; they go out again",
                 taken,
             )
-        await self.catalog.load_all()
-        self.wakeup.set()
 
     async def plan(self, sources: list[Path] | None = None) -> None:
         """Plan these event files (every one in schedules/ if None), taking nothing back from
@@ -120,8 +123,21 @@ class Engine:
         `sources` limits it to those event files and `watch_folder=False` turns hot reload off:
         what `mailer rehearse` needs to play one event on the real engine.
         """
+        election: Election | None = None
         if sources is None:
-            await self.load_all()
+            await self.take_back()
+            election = Election(
+                self.settings.paths.schedules,
+                store=self.store,
+                catalog=self.catalog,
+                clock=self.clock,
+                stopping=self.stopping,
+                wakeup=self.wakeup,
+                reload=self.reload,
+                watch_folder=watch_folder,
+            )
+            await election.start()  # plans, if no other node does (SPEC §9)
+            self.wakeup.set()
         else:
             await self.plan(sources)
         # The debug executor calls the job on the loop as the scheduler finds it due: the
@@ -131,11 +147,8 @@ class Engine:
         self._scheduler.start()
         log.info("running: %d events in force", self.catalog.in_force)
         self.loaded.set()
-        watcher = asyncio.create_task(
-            watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
-            if watch_folder
-            else self.stopping.wait()
-        )
+        # The election watches schedules/ while this node plans, and beats (SPEC §9).
+        beside = asyncio.create_task(election.run() if election else self.stopping.wait())
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
@@ -143,7 +156,7 @@ class Engine:
         finally:
             self.stopping.set()
             self._stop_scheduler()  # first: no wake-up fires while the rest winds down
-            await asyncio.gather(watcher, return_exceptions=True)
+            await asyncio.gather(beside, return_exceptions=True)
             await self.close()
             log.info("stopped")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from mailer.delivery import DeliveryState, Outcome, Verdict
 from mailer.errors import MailerError
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
-from mailer.store import HEARTBEAT_S, Attempt, Claimed, Narrow, Store, StoreUnavailable
+from mailer.store import Attempt, Claimed, Narrow, Store, StoreUnavailable
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
@@ -52,12 +53,27 @@ class _Claims:
         self._only = only
         self._due_by = due_by
         self.halted = False  # a session failed: the others finish what they hold, then stop
+        # When our leases were last known good (loop time): claimed or renewed from then.
+        self.held_at = -math.inf
+
+    def has_lapsed(self) -> bool:
+        """Whether our leases may have run out: no claim or renewal for a lease's length
+        (this process was frozen, or the database away). What is waiting may be another
+        node's now: sending it would send it twice (SPEC §9)."""
+        lease_s = self._sender.store.node.lease_s
+        return asyncio.get_running_loop().time() - self.held_at >= lease_s
 
     async def take(self) -> Claimed | None:
         """The next delivery, claiming a batch when none is left; None when done or halted."""
         sender = self._sender
         async with self._lock:
+            if self.waiting and self.has_lapsed():
+                lapsed = [c.id for c in self.waiting]
+                self.waiting.clear()
+                await sender.store.release(lapsed)  # those still ours; others' stay theirs
+                log.warning("%d claims held past their lease go back to the queue", len(lapsed))
             if not self.waiting and sender.may_go_on() and not self.halted:
+                self.held_at = asyncio.get_running_loop().time()
                 due_by = sender.now() if self._due_by is None else self._due_by
                 batch, expired = await sender.store.claim_due(
                     due_by, limit=CLAIM_BATCH, only=self._only
@@ -108,7 +124,7 @@ class Sender:
         # Whether a step failed since the database last answered a settling in full: the
         # database may hold claims for us that we never heard of (see `_settle_leftovers`).
         self._unsure = False
-        self.heartbeat_s = HEARTBEAT_S  # how often a step renews its leases (SPEC §9)
+        self.heartbeat_s = store.node.heartbeat_s  # how often a step renews its leases
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
         self.attempts_made: Counter[str] = Counter()
@@ -126,7 +142,7 @@ class Sender:
         claims = _Claims(self, only=only, due_by=due_by)
         # Per step, not for the life of the service: that would grow by one entry per delivery.
         outcomes: dict[int, DeliveryState] = {}
-        heartbeat = asyncio.create_task(self._renew_leases())
+        heartbeat = asyncio.create_task(self._renew_leases(claims))
         sessions = [
             asyncio.create_task(self._session(claims, outcomes))
             for _ in range(self.settings.sending.connections)
@@ -173,16 +189,21 @@ class Sender:
             await asyncio.shield(self.store.release(ids))
             self._unreleased.difference_update(ids)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_leases(self, claims: _Claims) -> None:
         """While a step holds claims: renew their leases, so that no other process takes
         them back as a stopped one's. A renewal the store fails is tried at the next beat
-        (the step's own store calls say what is wrong)."""
+        (the step's own store calls say what is wrong); one after the leases may have run
+        out keeps what is still ours, but cannot vouch for what waits (`has_lapsed`)."""
         while True:
             await asyncio.sleep(self.heartbeat_s)
+            started = asyncio.get_running_loop().time()
+            lapsed = claims.has_lapsed()
             try:
                 await self.store.renew_leases(self.now())
             except (StoreUnavailable, OSError):
                 continue
+            if not lapsed:
+                claims.held_at = started
 
     async def _settle_leftovers(self) -> None:
         """Finish what a failed step left: record what went out, requeue what did not."""

@@ -10,7 +10,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +22,7 @@ from mailer.errors import ConfigError
 from mailer.plan import Wanted, plan_event
 from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, StoreUnavailable, Version
 from mailer.store.contract import open_read_only, open_store
+from mailer.store.leases import NODE_FORGOTTEN_S
 from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from mailer.store.postgres import PostgresStore
 from mailer.store.sqlite import MIGRATIONS, SqliteStore
@@ -354,6 +355,55 @@ async def test_release_held_puts_back_every_claim_of_this_node_and_no_other(
     await other.claim_due(10, limit=5)
     assert await store.release_held() == 2
     assert sorted((await states_of(store)).values()) == ["scheduled", "scheduled", "sending"]
+
+
+async def until_true(ask: Callable[[], Awaitable[bool]], *, timeout_s: float = 5.0) -> None:
+    """Ask until the answer is yes, within a bounded time."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await ask():
+        assert asyncio.get_running_loop().time() < deadline, "never said yes"
+        await asyncio.sleep(0.05)
+
+
+# -- nodes and the planner (SPEC §9) ---------------------------------------------------------
+
+
+async def test_nodes_are_listed_with_the_one_planner_and_leave_or_are_forgotten(
+    backend: Backend, store: Store, other: Store
+):
+    await store.beat(100, planner=True)
+    await other.beat(101, planner=False)
+    await other.beat(105, planner=True)  # took over: the first no longer says it plans
+    rows = await store.nodes()
+    assert [(r.id, r.started, r.last_seen, r.planner) for r in rows] == [
+        (store.node.id, 100, 100, False),
+        (other.node.id, 101, 105, True),
+    ]
+    assert (rows[0].host, rows[0].pid) == (store.node.host, store.node.pid)
+    await other.leave()
+    assert [r.id for r in await store.nodes()] == [store.node.id]
+    gone = await backend.open(node=Node("elsewhere", 1, "old"))
+    await gone.beat(106 + NODE_FORGOTTEN_S, planner=False)  # a day on: the first is forgotten
+    assert [r.id for r in await store.nodes()] == [gone.node.id]
+    await gone.close()
+
+
+async def test_one_planner_at_a_time_and_another_takes_over_when_it_goes(
+    backend: Backend, store: Store
+):
+    """PostgreSQL: an advisory lock of the planner's own connection; SQLite: one node, which
+    plans (decisions.md)."""
+    several = isinstance(backend, PostgresBackend)
+    second, third = await backend.open(), await backend.open()
+    try:
+        assert await store.hold_planner()
+        assert await second.hold_planner() is not several
+        assert await store.hold_planner()  # still: asked again, it keeps the lock
+        await store.close()  # its connection ends, and the server frees the lock
+        await until_true(second.hold_planner)  # as soon as its backend has gone
+        assert await third.hold_planner() is not several
+    finally:
+        await asyncio.gather(second.close(), third.close())
 
 
 # -- group commit ----------------------------------------------------------------------------

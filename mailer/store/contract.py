@@ -95,14 +95,14 @@ class Store(Protocol):
     async def claim_due(
         self, now: float, *, limit: int, only: Narrow | None = None
     ) -> tuple[list[Claimed], int]:
-        """Lease up to `limit` due deliveries to this node (`leases.LEASE_S` from `now`),
+        """Lease up to `limit` due deliveries to this node (its `lease_s` from `now`),
         earliest due first, never one to two nodes; take back deliveries whose lease ran out
         (never this node's own); expire those past their expiry. Returns the claimed ones
         and how many expired. `only`: one mail, or one recipient of it (`mailer send`)."""
         ...
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: every lease it holds now runs to `now + LEASE_S`. How many."""
+        """This node lives: every lease it holds now runs to `now + lease_s`. How many."""
         ...
 
     async def take_back_abandoned(self, now: float) -> int:
@@ -192,16 +192,19 @@ def is_url(database: Path | str) -> bool:
     return isinstance(database, str) and database.startswith(POSTGRESQL_SCHEMES)
 
 
-async def open_store(database: Path | str, *, busy_timeout_s: float = 10.0) -> Store:
+async def open_store(
+    database: Path | str, *, busy_timeout_s: float = 10.0, node: Node | None = None
+) -> Store:
     """The store `paths.database` calls for: a `postgresql://` URL (SPEC §9) or a SQLite file.
-    The implementation is imported here, when chosen: SQLite users never import psycopg."""
+    The implementation is imported here, when chosen: SQLite users never import psycopg.
+    `node`: who claims through it (this process, with the default lease, if None)."""
     if is_url(database):
         from mailer.store.postgres import PostgresStore
 
-        return await PostgresStore.open(str(database), busy_timeout_s=busy_timeout_s)
+        return await PostgresStore.open(str(database), busy_timeout_s=busy_timeout_s, node=node)
     from mailer.store.sqlite import SqliteStore  # the implementations import this module
 
-    return await SqliteStore.open(Path(database), busy_timeout_s=busy_timeout_s)
+    return await SqliteStore.open(Path(database), busy_timeout_s=busy_timeout_s, node=node)
 
 
 async def open_read_only(database: Path | str) -> Store:

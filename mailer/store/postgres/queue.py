@@ -17,7 +17,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from mailer.delivery import DeliveryState
-from mailer.store.leases import LEASE_S, Node
+from mailer.store.leases import Node
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.rows import Attempt, Claimed, Narrow
 
@@ -67,11 +67,11 @@ class Queue(Connection):
             return cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: its leases hold until `now + LEASE_S` (one statement for all)."""
+        """This node lives: its leases hold until `now + lease_s` (one statement for all)."""
         async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE deliveries SET lease_until = %s WHERE state = 'sending' AND leased_by = %s",
-                (now + LEASE_S, self.node.id),
+                (now + self.node.lease_s, self.node.id),
             )
             return cursor.rowcount
 
@@ -122,7 +122,7 @@ class Queue(Connection):
             "now": now,
             "limit": limit,
             "node": self.node.id,
-            "until": now + LEASE_S,
+            "until": now + self.node.lease_s,
         }
         narrow = ""
         if only is not None:

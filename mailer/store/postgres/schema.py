@@ -76,9 +76,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
 )
-# pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
-# (the planner's election, a later step, takes another).
+# pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses.
 MIGRATION_LOCK = 0x6D61696C_0001
+# pg_try_advisory_lock's key for the planner's election (SPEC §9), held by a session.
+PLANNER_LOCK = 0x6D61696C_0002
 
 
 async def version_of(db: AsyncConnection) -> int | None:

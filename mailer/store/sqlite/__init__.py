@@ -3,20 +3,22 @@
 The unique key on (event, mail, recipient) makes "sent twice" a constraint, not a hope.
 One connection per process; each responsibility in its own module: `schema` (tables,
 migrations, pragmas), `connection` (opening, the one transaction helper), `queue` (claims,
-leases, group commit), `versions` (the versions in force), `reports` (status).
+leases, group commit), `versions` (the versions in force), `reports` (status), `nodes`
+(the one node, which plans).
 """
 
 from __future__ import annotations
 
 from mailer.store.contract import Store
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S
+from mailer.store.sqlite.nodes import Nodes
 from mailer.store.sqlite.queue import Queue
 from mailer.store.sqlite.reports import Reports
 from mailer.store.sqlite.schema import MIGRATIONS
 from mailer.store.sqlite.versions import Versions
 
 
-class SqliteStore(Queue, Versions, Reports, Store):
+class SqliteStore(Queue, Versions, Reports, Nodes, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 
 from mailer.delivery import DeliveryState
-from mailer.store.leases import LEASE_S, Node
+from mailer.store.leases import Node
 from mailer.store.rows import Attempt, Claimed, Narrow
 from mailer.store.sqlite.connection import Connection
 
@@ -63,11 +63,11 @@ class Queue(Connection):
             return taken + cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: its leases hold until `now + LEASE_S` (one statement for all)."""
+        """This node lives: its leases hold until `now + lease_s` (one statement for all)."""
         async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE state = 'sending' AND leased_by = ?",
-                (now + LEASE_S, self.node.id),
+                (now + self.node.lease_s, self.node.id),
             )
             return cursor.rowcount
 
@@ -117,7 +117,7 @@ class Queue(Connection):
             "now": now,
             "limit": limit,
             "node": self.node.id,
-            "until": now + LEASE_S,
+            "until": now + self.node.lease_s,
         }
         narrow = ""
         if only is not None:
