@@ -24,8 +24,9 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-# The PostgreSQL tests start their own server from Debian's binaries (tests/postgres.py);
-# without them they skip, except in CI (CI=true), where .ci/run installs them.
+# The PostgreSQL tests start their own server from Debian's binaries (tests/postgres.py),
+# the browser tests drive Debian's chromium (tests/browser.py); without them they skip,
+# except in CI (CI=true), where .ci/run installs both (apt-get, as root).
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 

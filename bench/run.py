@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.context import Context
 from bench.memory import memory
+from bench.pages import pages
 from bench.planning import planning
 from bench.punctuality import punctuality
 from bench.reload import reload_latency
@@ -32,6 +33,7 @@ SCENARIOS: dict[str, Scenario] = {
     "4": punctuality,
     "5": reload_latency,
     "6": memory,
+    "7": pages,
 }
 
 

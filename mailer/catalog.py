@@ -4,8 +4,9 @@ The one orchestrator of loading: start-up is a sync of every event file, hot rel
 those that changed, `mailer rehearse` a sync of one. Each file is read (`reading`: judged
 valid or not as `mailer check` judges it, by worker processes when there are many), planned
 against its stored deliveries (`planning`, pure) and saved (`store.save_valid`). A valid
-version is kept in the store (file text and CSV), so that while the file on disk is invalid,
-across restarts too, the last valid version stays in force. Reading and planning a big event
+version is kept in the store (file text, CSV and attachments), so that while the file on
+disk is invalid, across restarts too, the last valid version stays in force, and is what is
+sent. Reading and planning a big event
 (200,000 recipients take seconds) run in threads, never on the event loop.
 """
 
@@ -56,9 +57,10 @@ class Catalog:
         self.events: OrderedDict[str, Event] = OrderedDict()  # in force, parsed; LRU order
         # In force, planned, but not parsed: parsed again when one of its mails is due.
         self._unparsed: dict[str, Path] = {}
+        self._changed: dict[str, str | None] = {}  # by other nodes: event -> source, None if gone
         self._parsing = asyncio.Lock()
         # A node that does not plan (SPEC §9) follows the versions the planner brings in:
-        # the digest of each as it last knew it.
+        # the digest of each as it last looked.
         self.following = False
         self._followed: dict[str, str] = {}
         self._pauses = 0  # reloads and parses under way with the cyclic collector paused
@@ -71,12 +73,40 @@ class Catalog:
     async def event(self, event_id: str) -> Event | None:
         """The version in force of an event, parsed now if it was left unparsed."""
         async with self._parsing:
+            self._forget_changed()
             source = self._unparsed.pop(event_id, None)
+            if source is None and event_id not in self.events:
+                source = await self._planned_elsewhere(event_id)
             if source is not None:
                 await self._parse(event_id, source)
         if event_id in self.events:
             self.events.move_to_end(event_id)
         return self.events.get(event_id)
+
+    async def _planned_elsewhere(self, event_id: str) -> Path | None:
+        """The file of an event this process never read but the database holds in force:
+        planned by another node (SPEC §9), whose version, not this folder's, is sent."""
+        row = (await self.store.events()).get(event_id)
+        if row is None or row.digest is None or row.removed:
+            return None
+        return Path(row.source)
+
+    def changed_elsewhere(self, event_id: str, *, source: str | None) -> None:
+        """Another node re-planned (or removed) the event: what is held parsed here may be
+        an older version, so it is parsed again from the database when next needed. Noted
+        now, applied by the next `event()` under the parsing lock: a parse under way when
+        the news came would otherwise put the older version back after it."""
+        self._changed[event_id] = source
+
+    def _forget_changed(self) -> None:
+        for event_id, source in self._changed.items():
+            self.events.pop(event_id, None)
+            self.outbox.forget(event_id)
+            if source is None:  # removed
+                self._unparsed.pop(event_id, None)
+            else:
+                self._unparsed[event_id] = Path(source)
+        self._changed.clear()
 
     async def _parse(self, event_id: str, source: Path) -> None:
         """Parse the version in force from its texts in the database, the version that was
@@ -87,12 +117,14 @@ class Catalog:
             if texts is not None:
                 try:
                     self._keep(await asyncio.to_thread(self._stored, source, *texts))
+                    self.outbox.use_files(event_id, await self.store.event_files(event_id))
                     return
                 except MailerError as exc:
                     log.error("%s: the version in force no longer loads: %s", event_id, exc)
             loaded = await asyncio.to_thread(judge, source, self.settings)
         if loaded.event is not None:
             self._keep(loaded.event)
+            self.outbox.use_files(loaded.id, loaded.files)
         else:  # changed under us and invalid now: the last valid version holds
             await self._keep_last_valid(loaded.id, source=loaded.source, error=str(loaded.error))
 
@@ -110,6 +142,7 @@ class Catalog:
         while len(self.events) > MAX_PARSED:
             _, oldest = self.events.popitem(last=False)
             self._unparsed[oldest.id] = oldest.source
+            self.outbox.forget(oldest.id)
 
     async def find(
         self, event_id: str, mail_name: str, recipient_key: str
@@ -124,17 +157,17 @@ class Catalog:
         return found
 
     async def follow(self, *, only: str | None = None) -> None:
-        """For a node that does not plan: every version in force as the planner brought it
-        in, each parsed from the database when next needed (SPEC §9: nodes send from the
-        database, never from their own copy of the folder)."""
+        """For a node that does not plan: an event whose version in force changed since it
+        last looked is parsed again from the database when next needed, as a note from the
+        planner would have it (`changed_elsewhere`). The fallback for a note missed while
+        the listener was down, and for a delivery claimed before its note arrived."""
         self.following = True
         for event_id, row in (await self.store.events()).items():
             if row.digest is None or only not in (None, event_id):
                 continue
-            if self._followed.get(event_id) != row.digest or event_id not in self.events:
+            if self._followed.get(event_id) != row.digest:
                 self._followed[event_id] = row.digest
-                self.events.pop(event_id, None)
-                self._unparsed[event_id] = Path(row.source)
+                self.changed_elsewhere(event_id, source=None if row.removed else row.source)
 
     def lead(self) -> None:
         """This node plans now: what it loads is the plan, nothing to follow."""
@@ -260,12 +293,14 @@ class Catalog:
         """Put a version in force. It stays parsed only if the version before it was (its
         mails are being sent): else it is parsed again when a mail falls due, as after a
         start, so that re-planning a big event leaves nothing of it in memory."""
+        self.outbox.forget(reading.event_id)
         if reading.event is not None and reading.event_id in self.events:
             self._keep(reading.event)
+            files = {f.name: f.data for f in reading.version.files}
+            self.outbox.use_files(reading.event_id, files)
         else:
             self.events.pop(reading.event_id, None)
             self._unparsed[reading.event_id] = reading.source
-        self.outbox.forget(reading.event_id)
 
     async def _refuse(self, read: Invalid, *, known: bool) -> None:
         """A file that is invalid or gone: gone, its event is removed; invalid, it is not."""
@@ -298,6 +333,7 @@ class Catalog:
                         defaults=defaults_for(self.settings),
                     )
                 )
+                self.outbox.use_files(event_id, await self.store.event_files(event_id))
             except MailerError as exc:
                 log.error("%s: the last valid version no longer loads: %s", event_id, exc)
 
@@ -305,6 +341,7 @@ class Catalog:
         cancelled = await self.store.remove_event(event_id, now=self._now())
         self.events.pop(event_id, None)
         self._unparsed.pop(event_id, None)
+        self.outbox.forget(event_id)
         log.info("%s: event file removed; %d undelivered deliveries cancelled", event_id, cancelled)
 
     @contextmanager

@@ -1,35 +1,27 @@
 """The `mailer` command line: each command parses, loads settings, calls one function of
-`commands.py`, prints (`printing.py`) and returns its exit code. The only module that exits."""
+`commands.py`, prints (`printing.py`) and returns its exit code. The only module that exits.
+
+A command imports what it needs when it runs: `mailer --help`, or `status` from a script,
+should not wait a second for the whole service (templates, calendars, the web server) to
+import. Only click and what is light are imported here.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import Progress
 
-from mailer import commands
 from mailer.clock import SystemClock
-from mailer.config import Settings, find_config, load_settings
 from mailer.errors import ConfigError, MailerError, Problems
-from mailer.logs import configure_logging
-from mailer.printing import (
-    err,
-    out,
-    print_checked,
-    print_rehearsal,
-    print_sent,
-    print_status,
-    say,
-)
-from mailer.sources import find_event_files
+
+if TYPE_CHECKING:
+    from mailer.config import Settings
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -63,6 +55,8 @@ def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
         try:
             code = command(*args, **kwargs)
         except MailerError as exc:
+            from mailer.printing import err, say
+
             problems = exc.problems if isinstance(exc, Problems) else (exc,)
             for problem in problems:
                 say(err, str(problem))
@@ -75,12 +69,16 @@ def reports_errors(command: Callable[..., int]) -> Callable[..., None]:
 
 def settings_from(config_path: Path | None, *, sends: bool = False) -> Settings:
     """The settings; only a command that sends (`sends=True`) needs the SMTP password set."""
+    from mailer.config import find_config, load_settings
+
     return load_settings(find_config(config_path, cwd=Path(".")), needs_password=sends)
 
 
 def schedules_of(settings: Settings, config_path: Path | None) -> Path:
     """The schedules folder. Missing, it is the configuration's fault (exit 2): the service
     could never work, and systemd's RestartPreventExitStatus=2 then stops restarting it."""
+    from mailer.config import find_config
+
     folder = settings.paths.schedules
     if not folder.is_dir():
         raise ConfigError(
@@ -94,6 +92,8 @@ def schedules_of(settings: Settings, config_path: Path | None) -> Path:
 def event_files_in(path: Path) -> list[Path]:
     """What a path on the command line names: a folder event by its folder
     (`schedules/seminarium/`), a folder of events (`schedules/`), or one event file."""
+    from mailer.sources import find_event_files
+
     if path.is_dir():
         return [path / "event.toml"] if (path / "event.toml").exists() else find_event_files(path)
     return [path]
@@ -114,6 +114,12 @@ def main(config_path: Path | None) -> None:
 @reports_errors
 def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
     """Validate config, event files, CSVs and templates; render every mail for every recipient."""
+    from rich.progress import Progress
+
+    from mailer import commands
+    from mailer.printing import err, out, print_checked, say
+    from mailer.sources import find_event_files
+
     settings = settings_from(config_path)
     named = [source for path in paths for source in event_files_in(path)]
     sources = named or find_event_files(schedules_of(settings, config_path))
@@ -156,6 +162,9 @@ def preview(
     out_dir: Path,
 ) -> int:
     """Render what a recipient would get, as .eml (and .html), without sending."""
+    from mailer import commands
+    from mailer.printing import out, say
+
     settings = settings_from(config_path)
     written = commands.write_previews(
         settings,
@@ -183,6 +192,12 @@ def preview(
 @reports_errors
 def run(config_path: Path | None, log_format: str) -> int:
     """Run the service in the foreground (for systemd or a terminal)."""
+    import asyncio
+    from zoneinfo import ZoneInfo
+
+    from mailer import commands
+    from mailer.logs import configure_logging
+
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
@@ -200,6 +215,11 @@ def status(
     config_path: Path | None, event_id: str | None, mail_name: str | None, as_json: bool
 ) -> int:
     """Per event and mail: due time and counts per state; per recipient with MAIL."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import print_status
+
     settings = settings_from(config_path)
     now = SystemClock().now()
     report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name, now=now))
@@ -218,6 +238,13 @@ def status(
 @reports_errors
 def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
     """Send that mail now, to those who have not had it."""
+    import asyncio
+    from zoneinfo import ZoneInfo
+
+    from mailer import commands
+    from mailer.logs import configure_logging
+    from mailer.printing import print_sent
+
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
@@ -236,6 +263,11 @@ def send(config_path: Path | None, event_id: str, mail_name: str, address: str |
 @reports_errors
 def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int:
     """Put failed deliveries back in the queue."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import out, say
+
     settings = settings_from(config_path)
     now = SystemClock().now()
     count = asyncio.run(commands.requeue_failed(settings, event_id, mail_name, now=now))
@@ -260,6 +292,11 @@ def rehearse(
     config_path: Path | None, event_file: Path, seconds: float, out_dir: Path | None
 ) -> int:
     """Play the event's whole timeline in seconds into a scratch Maildir; touches no real state."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import print_rehearsal
+
     settings = settings_from(config_path)
     if event_file.is_dir():  # a folder event, named by its folder
         event_file = event_file / "event.toml"
@@ -269,4 +306,24 @@ def rehearse(
         )
     )
     print_rehearsal(result)
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option(
+    "--to", "url", required=True, help="The empty PostgreSQL database: postgresql://user@host/db."
+)
+@reports_errors
+def migrate(config_path: Path | None, url: str) -> int:
+    """Copy the SQLite database whole into an empty PostgreSQL database (service stopped)."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import out, say
+
+    settings = settings_from(config_path)
+    copied = asyncio.run(commands.migrate_to(settings, url))
+    counts = ", ".join(f"{count} {table}" for table, count in copied.items())
+    say(out, f"copied {counts}; now set paths.database to the URL and start the service")
     return EXIT_OK

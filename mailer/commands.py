@@ -1,9 +1,10 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`requeue_failed` (retry), `read_status` (status), `check_events` (check), `write_previews`
-(preview) and `rehearse`; the last three are the outbox's and rehearsal.py's, named here so
-that the commands are found in one place. The engine itself knows nothing of commands.
+`requeue_failed` (retry), `read_status` (status), `migrate_to` (migrate), `check_events`
+(check), `write_previews` (preview) and `rehearse`; the last three are the outbox's and
+rehearsal.py's, named here so that the commands are found in one place. The engine itself
+knows nothing of commands.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import signal
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
+from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
 from mailer.delivery import DeliveryState
 from mailer.engine import Engine
 from mailer.errors import ConfigError, MailerError
 from mailer.notify import Notifier
 from mailer.outbox import check_events, write_previews
+from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
 from mailer.status import status_report
-from mailer.store import Narrow, Node, StoreUnavailable, is_damaged
-from mailer.store.contract import open_read_only, open_store
+from mailer.store import Narrow, Node, Store, StoreUnavailable, is_damaged
+from mailer.store.contract import is_url, open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -35,6 +39,7 @@ __all__ = [
     "SENDABLE",
     "SendReport",
     "check_events",
+    "migrate_to",
     "read_status",
     "rehearse",
     "requeue_failed",
@@ -45,13 +50,16 @@ __all__ = [
 ]
 
 
-def transport_for(settings: Settings) -> Transport:
-    """The transport `[transport] kind` names."""
+def transport_for(settings: Settings, *, store: Store, clock: Clock) -> Transport:
+    """The transport `[transport] kind` names; its `max_per_minute` shared by every process
+    on the store's database (SPEC §9)."""
     if isinstance(settings.transport, SmtpSettings):
+        per_minute = settings.sending.max_per_minute
         return SmtpTransport(
             settings.transport,
             connections=settings.sending.connections,
-            max_per_minute=settings.sending.max_per_minute,
+            max_per_minute=per_minute,
+            pace=SharedPace(store, max_per_minute=per_minute, clock=clock) if per_minute else None,
         )
     return MaildirTransport(settings.transport.path)
 
@@ -66,7 +74,12 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     lease_s = settings.sending.lease.total_seconds()
     store = await open_store(settings.paths.database, node=Node.here(lease_s=lease_s))
     try:
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop)
@@ -142,7 +155,12 @@ async def send_now(
     store = await open_store(settings.paths.database)
     engine: Engine | None = None
     try:  # the store is closed whatever fails: its thread would keep the process alive
-        engine = Engine(settings, store=store, transport=transport_for(settings), clock=clock)
+        engine = Engine(
+            settings,
+            store=store,
+            transport=transport_for(settings, store=store, clock=clock),
+            clock=clock,
+        )
         await engine.plan()
         await _check_asked(engine, settings, event_id, mail, recipient)
         asked = {
@@ -217,3 +235,22 @@ async def requeue_failed(
         )
     finally:
         await store.close()
+
+
+async def migrate_to(settings: Settings, url: str) -> dict[str, int]:
+    """`mailer migrate`: the SQLite database of these settings copied whole into the empty
+    PostgreSQL database `url`; rows per table. psycopg is imported only here and for a URL."""
+    if is_url(settings.paths.database):
+        raise ConfigError(
+            "is a PostgreSQL database already; migrate copies a SQLite file into one",
+            key="paths.database",
+        )
+    if not is_url(url):
+        raise ConfigError(
+            "expected a postgresql:// URL (postgresql://mailer@db.example.org/mailer)", key="--to"
+        )
+    if url_has_password(url):
+        raise ConfigError(URL_PASSWORD_REFUSED, key="--to")
+    from mailer.store.transfer import copy_to_postgres
+
+    return await copy_to_postgres(Path(settings.paths.database), url)

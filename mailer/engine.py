@@ -26,15 +26,17 @@ from mailer.election import Election
 from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.sending import Sender, StepResult
-from mailer.store import DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
+from mailer.store import Change, DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
 from mailer.store_trouble import StoreTrouble
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
 
 # A `mailer retry` or `mailer send` from another process changes the queue behind our back;
-# looking at the head of the queue this often notices it (one indexed query). The engine's own
-# wait is bounded by it: no APScheduler job polls (one in flight at a stop was a traceback).
+# looking at the head of the queue this often notices it (one indexed query). On PostgreSQL
+# other nodes' changes also wake the engine at once (`heard`); this stays the fallback. The
+# engine's own wait is bounded by it: no APScheduler job polls (one in flight at a stop was
+# a traceback).
 POLL_S = 2.0
 
 
@@ -49,8 +51,10 @@ class Engine:
         transport: Transport,
         clock: Clock,
         rng: random.Random | None = None,
+        poll_s: float = POLL_S,
     ) -> None:
         self.settings = settings
+        self.poll_s = poll_s
         self.store = store
         self.transport = transport
         self.clock = clock
@@ -104,6 +108,13 @@ class Engine:
         await self.catalog.sync(sources, settle_s=SETTLE_S)
         self.wakeup.set()
 
+    def heard(self, change: Change) -> None:
+        """Another node changed the plan or the queue (SPEC §9): look now, not at the next
+        poll; an event it re-planned is parsed again from the database when next needed."""
+        if change.event is not None and change.kind in ("plan", "removed"):
+            self.catalog.changed_elsewhere(change.event, source=change.source)
+        self.wakeup.set()
+
     async def event(self, event_id: str) -> Event | None:
         """The version in force of that event, if it has a valid one."""
         return await self.catalog.event(event_id)
@@ -149,6 +160,7 @@ class Engine:
         self.loaded.set()
         # The election watches schedules/ while this node plans, and beats (SPEC §9).
         beside = asyncio.create_task(election.run() if election else self.stopping.wait())
+        listener = asyncio.create_task(self.store.listen(self.heard))
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
@@ -156,7 +168,8 @@ class Engine:
         finally:
             self.stopping.set()
             self._stop_scheduler()  # first: no wake-up fires while the rest winds down
-            await asyncio.gather(beside, return_exceptions=True)
+            listener.cancel()
+            await asyncio.gather(beside, listener, return_exceptions=True)
             await self.close()
             log.info("stopped")
 
@@ -211,16 +224,16 @@ class Engine:
 
     async def _arm(self) -> float:
         """One wake-up at the earliest due time (or the end of a pause); the seconds until
-        then by our clock, at most POLL_S."""
+        then by our clock, at most the poll's."""
         next_due = await self.store.next_due()
         if next_due is None or self._scheduler is None:
-            return POLL_S
+            return self.poll_s
         if self.sender.paused_until is not None:
             next_due = max(next_due, self.sender.paused_until)
         self._wake(
             "wake", "date", run_date=self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
         )
-        return min(max(next_due - self.now(), 0.0), POLL_S)
+        return min(max(next_due - self.now(), 0.0), self.poll_s)
 
     def _wake(self, job_id: str, trigger: str, **when: Any) -> None:
         """(Re)place a job that only pokes the engine. `misfire_grace_time=None`: a late

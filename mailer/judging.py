@@ -16,7 +16,7 @@ from mailer.languages import is_served, no_templates, unserved_notes
 from mailer.sandbox import loader
 from mailer.subjects import Subjects, no_subject
 from mailer.template_faults import report_faults
-from mailer.template_needs import TemplateFacts, unmet_needs
+from mailer.template_needs import Facts, TemplateFacts, unmet_needs
 from mailer.templates import TemplateFolder, files_in
 
 
@@ -44,13 +44,15 @@ class TemplateJudge:
             for key, code in named
             if not is_served(code, there)
         ]
+        # Each template's facts once an event: reading them stats and resolves every file.
+        facts = {name: self._facts.facts(name) for name in {m.template for m in event.mails}}
         for mail in event.mails:
             missing = self.find_template(event, mail)
             if missing:
                 problems.append(missing)
             else:
-                problems += unmet_needs(event, mail, self._facts.facts(mail.template))
-        return problems + self._text_dates(event), unserved_notes(event, there)
+                problems += unmet_needs(event, mail, facts[mail.template])
+        return problems + _text_dates(event, facts), unserved_notes(event, there)
 
     def find_template(self, event: Event, mail: Mail) -> InputError | None:
         """Why the mail's template is in no language it may go out in, or None if it is
@@ -102,20 +104,22 @@ class TemplateJudge:
         if mail.subject is None and not self._sound[folder, mail.template]:
             raise no_subject(event, mail)
 
-    def _text_dates(self, event: Event) -> list[InputError]:
-        """A free key some mail's template formats as a date, written as text: said once for
-        the event, in its words, before any recipient's mail fails on it."""
-        keys = dict.fromkeys(k for m in event.mails for k in self._facts.facts(m.template).dated)
-        return [
-            InputError(
-                f"write a date, 2027-10-14, not {_written(event.data[key])}: "
-                "the templates format it as a date",
-                source=event.source,
-                key=key,
-            )
-            for key in keys
-            if key in event.data and not is_date(event.data[key])
-        ]
+
+
+def _text_dates(event: Event, facts: dict[str, Facts]) -> list[InputError]:
+    """A free key some mail's template formats as a date, written as text: said once for
+    the event, in its words, before any recipient's mail fails on it."""
+    keys = dict.fromkeys(k for m in event.mails for k in facts[m.template].dated)
+    return [
+        InputError(
+            f"write a date, 2027-10-14, not {_written(event.data[key])}: "
+            "the templates format it as a date",
+            source=event.source,
+            key=key,
+        )
+        for key in keys
+        if key in event.data and not is_date(event.data[key])
+    ]
 
 
 def _written(value: object) -> str:

@@ -1,7 +1,9 @@
 """What goes out: each delivery's message composed from event, templates and sender.
 
 The engine, `check` and `preview` all compose through here, so what `check` accepted is
-exactly what is sent. Attachments are read once per mail, not once per recipient.
+exactly what is sent. Attachments are read once per mail, not once per recipient: for the
+service, as the version in force keeps them in the database (`use_files`), never the folder
+as it is now; for `check` and `preview`, from the folder.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mailer.rendering import RenderPool
 from mailer.sources import (
     MAX_ATTACHMENT_BYTES,
     Loaded,
+    attachment_name,
     defaults_for,
     load_event,
     load_events,
@@ -60,6 +63,7 @@ class Outbox:
             renderer.templates_dir, default_language=renderer.default_language, size=renderers
         )
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
+        self._stored: dict[str, dict[str, bytes]] = {}  # event -> its files as checked
 
     async def compose_async(
         self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime
@@ -96,17 +100,7 @@ class Outbox:
         key = (event.id, mail.name)
         if key not in self._files:
             files = [
-                Attachment(
-                    path.name,
-                    read_bytes(
-                        path,
-                        root=event.folder,
-                        source=event.source,
-                        key=f"{mail.key}.attach",
-                        limit=MAX_ATTACHMENT_BYTES,
-                    ),
-                )
-                for path in mail.attach
+                Attachment(path.name, self._bytes_of(event, mail, path)) for path in mail.attach
             ]
             if mail.calendar:
                 files.append(
@@ -115,9 +109,31 @@ class Outbox:
             self._files[key] = tuple(files)
         return self._files[key]
 
+    def _bytes_of(self, event: Event, mail: Mail, path: Path) -> bytes:
+        """As stored with the version in force; else from the folder (`check`, `preview`,
+        and a version stored before its attachments were)."""
+        stored = self._stored.get(event.id, {}).get(attachment_name(event, path))
+        if stored is not None:
+            return stored
+        return read_bytes(
+            path,
+            root=event.folder,
+            source=event.source,
+            key=f"{mail.key}.attach",
+            limit=MAX_ATTACHMENT_BYTES,
+        )
+
+    def use_files(self, event_id: str, files: dict[str, bytes]) -> None:
+        """Compose that event's mails with these attachments: its version in force's, as
+        they were checked and stored (SPEC §9), whatever the folder holds now."""
+        self.forget(event_id)
+        if files:
+            self._stored[event_id] = files
+
     def forget(self, event_id: str) -> None:
-        """Drop cached files of an event that changed, so a replaced PDF is sent as it is now."""
+        """Drop the files of an event that changed or is no longer held."""
         self._files = {k: v for k, v in self._files.items() if k[0] != event_id}
+        self._stored.pop(event_id, None)
 
     def check(self, event: Event, *, now: datetime) -> list[MailerError]:
         """Compose every mail for every recipient; the problems, at most a few per mail."""

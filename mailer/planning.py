@@ -23,7 +23,7 @@ from mailer.config import Settings
 from mailer.events import Event
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
-from mailer.store.rows import EventRow, Version
+from mailer.store.rows import EventRow, File, Version
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         loaded.toml,
         loaded.csv,
         json.dumps(mails),
+        files=tuple(
+            File(name, hashlib.sha256(data).hexdigest(), data)
+            for name, data in sorted(loaded.files.items())
+        ),
     )
     wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
     return Reading(version, wanted, event if keep_event else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from mailer.engine import Engine
 from mailer.errors import InputError, Problems
 from mailer.events import Event
 from mailer.outbox import Outbox
+from mailer.render import Renderer
 from mailer.sources import defaults_for, load_event
 from mailer.store.contract import open_store
 from mailer.transports.maildir import MaildirTransport
@@ -133,10 +135,18 @@ async def _timeline(settings: Settings, event: Event, outbox: Outbox) -> list[Ma
         counts = {c.mail: c.counts for c in await store.mail_counts(event.id)}
     finally:
         await store.close()
+    return timeline_of(event, outbox.renderer, counts)
+
+
+def timeline_of(
+    event: Event, renderer: Renderer, counts: Mapping[str, Mapping[str, int]]
+) -> list[MailTimeline]:
+    """Each mail in due order: to whom, in which languages, with what, and `counts` (per mail
+    and state) as it stands. The rehearsal's report, and the organisers' timeline page."""
     timeline = []
     for mail in sorted(event.mails, key=lambda m: m.due):
         recipients = event.recipients_of(mail)
-        languages = Counter(outbox.renderer.language_for(event, mail, r) for r in recipients)
+        languages = Counter(renderer.language_for(event, mail, r) for r in recipients)
         attachments = tuple(p.name for p in mail.attach) + (
             (f"{event.id}.ics",) if mail.calendar else ()
         )

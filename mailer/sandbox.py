@@ -56,6 +56,12 @@ def loader(env: Environment) -> BaseLoader:
     return env.loader
 
 
+def located(env: Environment, template: str) -> tuple[Path, Path]:
+    """The file `template` loads in `env`, as named and as resolved (see `_InsideLoader`)."""
+    assert isinstance(env.loader, _InsideLoader)
+    return env.loader.locate(template)
+
+
 def identity(path: Path) -> tuple[int, int, int] | None:
     """(device, inode, modification time) of the file as named, or None if it is gone."""
     try:
@@ -77,6 +83,14 @@ class _InsideLoader(BaseLoader):
     def get_source(
         self, environment: Environment, template: str
     ) -> tuple[str, str, Callable[[], bool]]:
+        path, real = self.locate(template)
+        seen = identity(real)
+        text = real.read_text(encoding="utf-8")
+        return text, str(path), functools.partial(_unchanged, path, seen)
+
+    def locate(self, template: str) -> tuple[Path, Path]:
+        """The file a template name loads, as named and as resolved, checked to be inside
+        the templates folder; nothing read yet."""
         pieces = split_template_path(template)
         for folder in self.folders:
             path = Path(folder, *pieces)
@@ -90,9 +104,7 @@ class _InsideLoader(BaseLoader):
                 raise OutsideTemplates(
                     f"{self.show(path)} leads outside the templates folder (a link?): refused"
                 )
-            seen = identity(real)
-            text = real.read_text(encoding="utf-8")
-            return text, str(path), functools.partial(_unchanged, path, seen)
+            return path, real
         raise TemplateNotFound(template)
 
 

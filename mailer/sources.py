@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class Loaded:
     toml: str = ""
     csv: str | None = None
     notes: tuple[str, ...] = ()  # worth saying though nothing is wrong (a CSV read as cp1252)
+    # The attachments as checked, by `attachment_name`: what the store keeps and sends.
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def is_ignored(path: Path) -> bool:
@@ -90,11 +92,14 @@ def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
         text, doc, csv_text, notes = _read_files(source)
         event = parse_event(doc, source=source, defaults=defaults, csv_text=csv_text)
         fingerprint = check_attachments(event)
+        files = read_attachments(event)
     except MailerError as exc:
         digest = _digest(text, csv_text, "")
         return Loaded(event_id_of(source), source, digest, error=exc, notes=notes)
     digest = _digest(text, csv_text, fingerprint)
-    return Loaded(event.id, source, digest, event=event, toml=text, csv=csv_text, notes=notes)
+    return Loaded(
+        event.id, source, digest, event=event, toml=text, csv=csv_text, notes=notes, files=files
+    )
 
 
 def peek_digest(source: Path) -> str | None:
@@ -272,6 +277,27 @@ def check_attachments(event: Event) -> str:
             fingerprint.append(_fingerprint(path))
     problems.raise_if_any()
     return "\0".join(fingerprint)
+
+
+def read_attachments(event: Event) -> dict[str, bytes]:
+    """The bytes of every attachment, read as it is checked (within the size limit, inside
+    the folder), by `attachment_name`: the version in force keeps these, not the path."""
+    return {
+        attachment_name(event, path): read_bytes(
+            path,
+            root=event.folder,
+            source=event.source,
+            key=f"{mail.key}.attach",
+            limit=MAX_ATTACHMENT_BYTES,
+        )
+        for mail in event.mails
+        for path in mail.attach
+    }
+
+
+def attachment_name(event: Event, path: Path) -> str:
+    """An attachment's name inside its event's folder, as `attach` names it."""
+    return path.relative_to(event.folder).as_posix()
 
 
 def defaults_for(settings: Settings) -> EventDefaults:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from jinja2 import Environment, TemplateError, nodes
 from jinja2 import meta as jinja_meta
@@ -14,7 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 
 from mailer.errors import InputError
 from mailer.events import Event, Mail
-from mailer.sandbox import identity, loader
+from mailer.sandbox import identity, located
 from mailer.templates import TemplateFolder, files_in
 
 # What a template may say it needs, in a comment of its own: `{# needs: attachment #}`;
@@ -68,13 +67,12 @@ class TemplateFacts:
         if name in seen:
             return []
         seen.add(name)
-        try:
-            text, filename, _ = loader(env).get_source(env, name)
-            if filename is None:  # our loader always names the file; a string has no facts
-                return []
-            cached = (filename, identity(Path(filename)))
+        try:  # read only when the file is new or changed: a thousand events share it
+            named, real = located(env, name)
+            cached = (str(named), identity(real))
             if cached not in self._read:
-                self._read[cached] = read_facts(env, text, self._folder.show(filename))
+                text = real.read_text(encoding="utf-8")
+                self._read[cached] = read_facts(env, text, self._folder.show(str(named)))
         except (TemplateError, OSError, UnicodeDecodeError):
             return []  # check_mail and the rendering say what is wrong with the file
         facts, used = self._read[cached]

@@ -4,8 +4,8 @@
 aiohttp.web: it runs inside a loop that already exists (`AppRunner`/`TCPSite`, no thread,
 no second server process), is asyncio through and through like the rest of the service,
 and is kept by the aio-libs team. Read-only: GET and HEAD, nothing else. With a login, HTTP
-Basic authentication guards every path but /healthz (which says only "ok"). The pages
-themselves come in the next step; `/` says so.
+Basic authentication guards every path but /healthz (which says only "ok"). The organisers'
+pages are a package of their own, `mailer.web_pages`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from mailer.config_web import WebSettings
 from mailer.engine import Engine
 from mailer.metrics import CONTENT_TYPE_LATEST, Metrics
 from mailer.store import Store
+from mailer.web_pages import add_pages
 
 log = logging.getLogger("mailer")
 
@@ -36,6 +37,7 @@ RESTART_S = (1.0, 60.0)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self' 'unsafe-inline'; "
     "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate CSP 2
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -47,12 +49,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def make_app(settings: WebSettings, *, store: Store, metrics: Metrics) -> web.Application:
-    """The application: its routes, the login and the headers every response carries."""
+    """The application: /metrics, /healthz, the login and the headers every response carries
+    (the pages are added by `mailer.web_pages.add_pages`)."""
     app = web.Application(middlewares=[_login(settings), _read_only])
     app[_STORE] = store
     app[_METRICS] = metrics
     app.on_response_prepare.append(_security_headers)
-    app.router.add_get("/", _index)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     return app
@@ -103,10 +105,6 @@ async def _security_headers(_request: web.Request, response: web.StreamResponse)
     response.headers.update(SECURITY_HEADERS)
 
 
-async def _index(_request: web.Request) -> web.Response:
-    return web.Response(text="mailer is running. The organisers' pages come in a later version.\n")
-
-
 async def _metrics(request: web.Request) -> web.Response:
     body = await request.app[_METRICS].scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -135,6 +133,7 @@ async def serve_page(settings: WebSettings, engine: Engine) -> None:
     given up only when the address is taken: sending goes on without the page."""
     metrics = Metrics(engine.store, now=engine.now, attempts=engine.sender.attempts_made)
     app = make_app(settings, store=engine.store, metrics=metrics)
+    add_pages(app, engine, settings)
     last_failure, pause_s = "", RESTART_S[0]
     while True:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -374,3 +374,48 @@ async def interrupted_run(config: Path, *, after_s: float) -> tuple[int, str]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+WITH_REPORT = (
+    EVENT
+    + """
+[[mail]]
+name = "report"
+send_at = "end + 2d at 10:00"
+to = ["all"]
+template = "report"
+attach = ["rapport.pdf"]
+"""
+)
+REPORT_DUE = datetime(2027, 6, 18, 10, tzinfo=STOCKHOLM)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_an_attachment_replaced_after_planning_goes_out_as_it_was_checked(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str
+):
+    """SPEC §9, the version in force stored whole: while the event file is invalid, the last
+    valid version is sent, its PDF too, not the one put in the folder since (which nobody
+    checked, and another node may not even have)."""
+    config = make_project(tmp_path)
+    if database == "postgresql":
+        url = request.getfixturevalue("fresh_database")
+        config.write_text(config.read_text().replace('"var/mailer.sqlite3"', f'"{url}"'))
+    source = write_event(tmp_path, "forlabb", WITH_REPORT, rapport__pdf=b"%PDF-1.7 as checked")
+    async with engine_at(tmp_path, ManualClock(INVITATION_DUE - timedelta(days=1))):
+        pass  # planned
+    source.write_text(source.read_text() + "\nthis is not = = TOML\n")
+    (source.parent / "rapport.pdf").write_bytes(b"%PDF-1.7 replaced, never checked")
+
+    async with engine_at(tmp_path, ManualClock(REPORT_DUE + timedelta(minutes=1))) as engine:
+        assert (await engine.store.events())["forlabb"].error is not None
+        await engine.step()
+
+    box = mailbox.Maildir(tmp_path / "var" / "maildir", create=False, factory=None)
+    pdfs = [
+        part.get_payload(decode=True)
+        for message in box
+        for part in message.walk()
+        if part.get_filename() == "rapport.pdf"
+    ]
+    assert len(pdfs) == 2 and set(pdfs) == {b"%PDF-1.7 as checked"}

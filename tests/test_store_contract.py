@@ -7,6 +7,7 @@ tests/test_storage.py); this is the only place store behaviour is tested.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import pytest
 from mailer.delivery import DeliveryState as S
 from mailer.errors import ConfigError
 from mailer.plan import Wanted, plan_event
-from mailer.store import LEASE_S, Attempt, Narrow, Node, Store, StoreUnavailable, Version
+from mailer.store import LEASE_S, Attempt, File, Narrow, Node, Store, StoreUnavailable, Version
 from mailer.store.contract import open_read_only, open_store
 from mailer.store.leases import NODE_FORGOTTEN_S
 from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -431,6 +432,24 @@ async def test_a_failed_batch_is_said_to_every_outcome_in_it(store: Store):
     assert results[1] is not None and isinstance(results[1], Exception)
 
 
+async def test_turns_are_spaced_evenly_for_every_node_together(store: Store, other: Store):
+    """max_per_minute across nodes (SPEC §9): one turn per interval, whoever asks."""
+    asked = [(store, 100.0), (other, 100.0), (store, 100.1), (other, 100.2)]
+    assert [await s.reserve_turn(now, interval_s=0.5) for s, now in asked] == [
+        100.0,
+        100.5,
+        101.0,
+        101.5,
+    ]
+    assert await other.reserve_turn(500.0, interval_s=0.5) == 500.0  # idle: no backlog
+    at_once = await asyncio.gather(
+        *(s.reserve_turn(600.0, interval_s=0.25) for _ in range(10) for s in (store, other))
+    )
+    assert sorted(at_once) == [600.0 + 0.25 * n for n in range(20)]  # none given twice
+    # A wall clock set back an hour: turns start again from it, not an hour from now.
+    assert await store.reserve_turn(600.0 - 3600, interval_s=0.5) == 600.0 - 3600
+
+
 # -- the versions in force -------------------------------------------------------------------
 
 
@@ -455,6 +474,46 @@ async def test_an_invalid_file_keeps_the_last_valid_version_and_a_removed_one_ca
     await bring_in(store, want("a", 10), want("b", 10))  # the file is back
     assert (await store.events())["e"].removed is False
     assert await states_of(store) == {"a": "sent", "b": "scheduled"}
+
+
+def version_with(event: str, files: dict[str, bytes]) -> Version:
+    attached = tuple(File(n, hashlib.sha256(d).hexdigest(), d) for n, d in sorted(files.items()))
+    return Version(
+        event, f"schedules/{event}/event.toml", "E", "d", "t", None, "[]", None, attached
+    )
+
+
+async def blob_count(backend: Backend) -> int:
+    if isinstance(backend, SqliteBackend):
+        with sqlite3.connect(backend.path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0])
+    async with await psycopg.AsyncConnection.connect(str(backend.address)) as db:
+        row = await (await db.execute("SELECT COUNT(*) FROM blobs")).fetchone()
+        return int(row[0]) if row else 0
+
+
+async def test_attachments_are_kept_with_the_version_each_content_once(
+    backend: Backend, store: Store, other: Store
+):
+    """SPEC §9: the version in force stored whole, attachments by content digest; another
+    node reads the same bytes."""
+    report, programme = b"%PDF-1.7 rapport\x00\xff", b"%PDF-1.7 program"
+    await store.save_valid(
+        [
+            version_with("e", {"rapport.pdf": report, "bilagor/program.pdf": programme}),
+            version_with("f", {"samma.pdf": report}),
+        ],
+        now=1,
+    )
+    assert await other.event_files("e") == {"rapport.pdf": report, "bilagor/program.pdf": programme}
+    assert await other.event_files("f") == {"samma.pdf": report}
+    assert await blob_count(backend) == 2  # the report once, though two events attach it
+    await store.save_valid([version_with("e", {"rapport.pdf": b"%PDF-1.7 ny"})], now=2)
+    assert await other.event_files("e") == {"rapport.pdf": b"%PDF-1.7 ny"}
+    assert await blob_count(backend) == 2  # the programme no longer attached: gone
+    await store.save_error("e", source="schedules/e/event.toml", error="bad", now=3)
+    assert await other.event_files("e") == {"rapport.pdf": b"%PDF-1.7 ny"}  # still in force
+    assert await other.event_files("never") == {}
 
 
 # -- reports ---------------------------------------------------------------------------------
@@ -548,3 +607,18 @@ def test_a_sqlite_user_never_imports_psycopg():
         "assert not [m for m in sys.modules if m.startswith('psycopg')], 'psycopg imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_event_counts_give_each_events_states_and_next_waiting_delivery(store: Store):
+    await bring_in(store, want("a", 10), want("b", 30), want("c", 50, mail="n"))
+    await bring_in(store, want("x", 70), event="f")
+    (a,), _ = await store.claim_due(10, limit=1)
+    await store.record(sent(a.id))
+    counts = await store.event_counts()
+    assert set(counts) == {"e", "f"}
+    assert {k: v for k, v in counts["e"].counts.items() if v} == {S.SENT: 1, S.SCHEDULED: 2}
+    assert counts["e"].next_due == 30  # the sent one, due at 10, no longer waits
+    assert counts["f"].next_due == 70
+    (b,), _ = await store.claim_due(30, limit=1)
+    await store.record(Attempt(b.id, 31, "retry", 451, "later", S.RETRYING, 1, 40))
+    assert (await store.event_counts())["e"].next_due == 40  # a retry waits until its turn

@@ -8,7 +8,7 @@ Two implementations: `mailer.store.sqlite` (the embedded default) and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -17,8 +17,10 @@ from mailer.plan import Stored
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,
+    Change,
     Claimed,
     DeliveryRow,
+    EventCounts,
     EventRow,
     MailCounts,
     Narrow,
@@ -64,13 +66,19 @@ class Store(Protocol):
         """The TOML and CSV text of an event's last valid version, if it had one."""
         ...
 
+    async def event_files(self, event_id: str) -> dict[str, bytes]:
+        """The attachments of an event's last valid version as they were checked, by name
+        (empty for a version saved before they were stored: then the folder's are used)."""
+        ...
+
     async def stored_deliveries(self, event_id: str) -> list[Stored]:
         """Every delivery of an event, in any state: what planning compares a version with."""
         ...
 
     async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
-        """Keep events' newest valid versions and apply their plans, all in one transaction.
-        The plan's changes leave a delivery being sent (or ended) as it is."""
+        """Keep events' newest valid versions (their attachments too, each content once) and
+        apply their plans, all in one transaction. The plan's changes leave a delivery being
+        sent (or ended) as it is."""
         ...
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
@@ -167,6 +175,20 @@ class Store(Protocol):
         server releases when the holder's connection dies."""
         ...
 
+    async def reserve_turn(self, now: float, *, interval_s: float) -> float:
+        """The instant (unix seconds, not before `now`) at which one more message may leave
+        so that every process on this database together sends one per `interval_s`, and
+        that turn reserved (`max_per_minute`, SPEC §9). A turn more than TURN_AHEAD_MAX_S
+        ahead is taken for a clock set back, and the turns start again from `now`."""
+        ...
+
+    # -- other nodes ----------------------------------------------------------------------
+
+    async def listen(self, heard: Callable[[Change], None]) -> None:
+        """Call `heard` for each change another node commits, until cancelled (PostgreSQL's
+        LISTEN/NOTIFY). SQLite hears nothing: its other processes are found by the poll."""
+        ...
+
     # -- reports --------------------------------------------------------------------------
 
     async def state_counts(self) -> dict[DeliveryState, int]:
@@ -182,6 +204,17 @@ class Store(Protocol):
         """Each delivery of one mail, by recipient."""
         ...
 
+    async def event_counts(self) -> dict[str, EventCounts]:
+        """Per event: counts per state and the next due time of what still waits (the
+        organisers' events page). One scan without the problem replies `mail_counts` joins:
+        the page stays fast at a thousand events."""
+        ...
+
+
+# Turns are reserved at most this far ahead: further means a wall clock set back (or more
+# sessions waiting than max_per_minute allows in five minutes), and waiting for it would
+# stall sending as long.
+TURN_AHEAD_MAX_S = 300.0
 
 # The URL schemes libpq's URI form takes: such a `paths.database` is a PostgreSQL database.
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")

@@ -50,6 +50,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class File:
+    """An attachment of a version in force, as it was checked (SPEC §9: stored whole, by
+    content digest, each content once however many events and versions attach it)."""
+
+    name: str  # as the mail's `attach` names it, inside the event's folder
+    digest: str  # sha256 of the content, hex
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Version:
     """An event's valid version as kept in force (its texts, so that it can be parsed again
     while the file is invalid, across restarts too) and the plan that brings it in."""
@@ -62,6 +72,7 @@ class Version:
     csv: str | None
     mails: str  # JSON: name, due, expires, to
     plan: Plan | None = None  # None: the stored deliveries already match
+    files: tuple[File, ...] = ()  # its attachments, as checked
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,16 @@ class MailCounts:
 
 
 @dataclass(frozen=True)
+class EventCounts:
+    """One event's deliveries on the organisers' events page: counts per state, and when the
+    next one still waiting (scheduled or retrying) goes out."""
+
+    event: str
+    counts: dict[str, int]
+    next_due: float | None
+
+
+@dataclass(frozen=True)
 class DeliveryRow:
     recipient: str
     state: str
@@ -107,6 +128,17 @@ class NodeRow:
     started: float
     last_seen: float
     planner: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """What another node changed (SPEC §9, wake-ups across nodes): "plan" of an event (its
+    version in force or its deliveries), "removed" (its file is gone), "queue" (deliveries
+    put back: `mailer send`, `mailer retry`, a release), or "changed" (unknown: look)."""
+
+    kind: str
+    event: str | None = None
+    source: str | None = None
 
 
 class DatabaseGone(ConfigError):

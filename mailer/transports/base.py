@@ -13,3 +13,11 @@ class Transport(Protocol):
     async def send(self, message: bytes, *, sender: str, recipient: str) -> Outcome: ...
 
     async def close(self) -> None: ...
+
+
+class Pace(Protocol):
+    """Spaces messages out (`max_per_minute`): `acquire` returns when the next may leave.
+    aiolimiter's AsyncLimiter is one (this process's sessions); `mailer.pacing.SharedPace`
+    another (every node's, through the database)."""
+
+    async def acquire(self) -> None: ...

@@ -14,6 +14,7 @@ from aiolimiter import AsyncLimiter
 
 from mailer import config
 from mailer.delivery import Outcome, Verdict
+from mailer.transports.base import Pace
 from mailer.transports.masking import scrub
 from mailer.transports.smtp_faults import (
     NO_STARTTLS,
@@ -123,7 +124,8 @@ class SmtpTransport:
       replaced before MAIL FROM, so the drop costs no delivery attempt. A failure after DATA
       is never retried here: the message may have arrived (RFC 1047); the engine decides.
     - One limiter shared by all sessions, with capacity 1: messages leave at most one per
-      60/max_per_minute seconds, so no burst ever exceeds the per-minute figure.
+      60/max_per_minute seconds, so no burst ever exceeds the per-minute figure. `pace`
+      replaces it with one every node shares (mailer.pacing).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class SmtpTransport:
         max_per_minute: int,
         tls_context: ssl.SSLContext | None = None,
         idle_check_s: float = IDLE_CHECK_S,
+        pace: Pace | None = None,
     ) -> None:
         self.settings = settings
         self.timeout_s = settings.timeout.total_seconds()
@@ -143,7 +146,9 @@ class SmtpTransport:
         if tls_context is None and settings.ca_file is not None:
             tls_context = ssl.create_default_context(cafile=settings.ca_file)
         self._tls_context = tls_context if settings.validate_certs else None
-        self._limiter = AsyncLimiter(1, 60 / max_per_minute) if max_per_minute > 0 else None
+        self._limiter: Pace | None = pace
+        if pace is None and max_per_minute > 0:
+            self._limiter = AsyncLimiter(1, 60 / max_per_minute)
         self._idle: asyncio.Queue[_Slot] = asyncio.Queue()
         for _ in range(connections):
             self._idle.put_nowait(_Slot())

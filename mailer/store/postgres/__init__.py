@@ -4,7 +4,8 @@ database).
 The same contract as `mailer.store.sqlite`, module for module: `schema` (tables, migrations
 under an advisory lock), `connection` (the pool, the one transaction helper), `queue`
 (claims with `FOR UPDATE SKIP LOCKED`, leases, group commit), `versions` (the versions in
-force), `reports` (status), `nodes` (the nodes and the planner's election). Imported only
+force), `reports` (status), `nodes` (the nodes and the planner's election), `wakeups`
+(LISTEN/NOTIFY between nodes). Imported only
 when `paths.database` is a URL, so SQLite users never import psycopg.
 """
 
@@ -16,9 +17,10 @@ from mailer.store.postgres.queue import Queue
 from mailer.store.postgres.reports import Reports
 from mailer.store.postgres.schema import MIGRATIONS
 from mailer.store.postgres.versions import Versions
+from mailer.store.postgres.wakeups import Wakeups
 
 
-class PostgresStore(Queue, Versions, Reports, Nodes, Store):
+class PostgresStore(Queue, Versions, Reports, Nodes, Wakeups, Store):
     """The contract (`mailer.store.contract.Store`) over a pool of PostgreSQL connections."""
 
 

@@ -100,8 +100,15 @@ class Connection:
 
     @classmethod
     async def _pooled(cls, url: str, node: Node, setting: str) -> Self:
+        # A node frozen (SIGSTOP, a VM paused) inside a transaction would hold its row locks,
+        # and so its claims, for as long as it is frozen: SKIP LOCKED passes them by. The
+        # server ends such a session once it has idled in a transaction for a lease, and
+        # its claims go to another node as the lease says (our transactions take ms).
+        idle_ms = int(node.lease_s * 1000)
+
         async def configure(db: Db) -> None:
             await db.execute(setting)
+            await db.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
 
         pool: AsyncConnectionPool[Db] = AsyncConnectionPool(
             url,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mailer.delivery import DeliveryState
+from mailer.delivery import PENDING, DeliveryState
 from mailer.store.postgres.connection import Connection
-from mailer.store.rows import DeliveryRow, MailCounts
+from mailer.store.rows import DeliveryRow, EventCounts, MailCounts
 
 
 class Reports(Connection):
@@ -56,3 +56,20 @@ class Reports(Connection):
             (event_id, mail),
         )
         return [DeliveryRow(*row) for row in rows]
+
+    async def event_counts(self) -> dict[str, EventCounts]:
+        """Per event: counts per state, and the earliest due time among those waiting."""
+        rows = await self._rows(
+            "SELECT event, state, COUNT(*), MIN(next_attempt) FROM deliveries "
+            "GROUP BY event, state"
+        )
+        found: dict[str, EventCounts] = {}
+        for event, state, count, next_attempt in rows:
+            item = found.get(event) or EventCounts(event, dict.fromkeys(DeliveryState, 0), None)
+            if DeliveryState(state) in PENDING and (
+                item.next_due is None or next_attempt < item.next_due
+            ):
+                item = EventCounts(event, item.counts, next_attempt)
+            item.counts[DeliveryState(state)] = count
+            found[event] = item
+        return found

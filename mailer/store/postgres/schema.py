@@ -6,8 +6,7 @@ take turns: the first creates the tables, the others wait, then find them made (
 the lock, two `CREATE TABLE`s race and one fails on pg_type's unique index).
 
 Times are unix seconds as DOUBLE PRECISION and states are text, as in SQLite, so both
-stores answer with the same values. Later steps of SPEC §9 (a `nodes` table, the version in
-force stored whole) come as further migrations.
+stores answer with the same values. Later steps of SPEC §9 come as further migrations.
 """
 
 from __future__ import annotations
@@ -64,7 +63,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX attempts_delivery ON attempts (delivery)",
     ),
     (
-        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`.
+        # The organisers' events page: counts by event and state from the index alone (SQLite's
+        # schema 5; this is PostgreSQL's 2).
+        "CREATE INDEX deliveries_by_event ON deliveries (event, state, next_attempt)",
+    ),
+    (
+        # SPEC §9, the version in force stored whole (SQLite's schema 6): attachments as
+        # checked, each content once, so every node sends the same bytes.
+        "CREATE TABLE blobs (digest TEXT PRIMARY KEY, data BYTEA NOT NULL)",
+        """CREATE TABLE event_files (
+            event TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL REFERENCES blobs (digest),
+            PRIMARY KEY (event, name)
+        )""",
+        "CREATE INDEX event_files_digest ON event_files (digest)",
+    ),
+    (
+        # SPEC §9, max_per_minute for all nodes together (SQLite's schema 7).
+        "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
+    ),
+    (
+        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
+        # (SQLite's schema 8; this is PostgreSQL's 5).
         # A row is written at a node's start and each heartbeat; a clean stop deletes it.
         """CREATE TABLE nodes (
             id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"

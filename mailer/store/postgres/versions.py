@@ -8,6 +8,7 @@ from mailer.delivery import DeliveryState
 from mailer.plan import Plan, Stored
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.queue import PENDING_SQL
+from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import EventRow, Version
 
 
@@ -31,6 +32,15 @@ class Versions(Connection):
             "SELECT toml, csv FROM events WHERE id = %s AND toml IS NOT NULL", (event_id,)
         )
         return (rows[0][0], rows[0][1]) if rows else None
+
+    async def event_files(self, event_id: str) -> dict[str, bytes]:
+        """The attachments of an event's last valid version as they were checked, by name."""
+        rows = await self._rows(
+            "SELECT f.name, b.data FROM event_files f JOIN blobs b ON b.digest = f.digest "
+            "WHERE f.event = %s",
+            (event_id,),
+        )
+        return {name: bytes(data) for name, data in rows}
 
     async def stored_deliveries(self, event_id: str) -> list[Stored]:
         """Every delivery of an event, in any state: what planning compares a version with."""
@@ -57,7 +67,11 @@ class Versions(Connection):
                     for v in sorted(versions, key=lambda v: v.event_id)
                 ],
             )
+            await _keep_files(db, versions)
             await _apply(db, [v.plan for v in versions if v.plan is not None])
+            for v in versions:
+                if v.plan is not None:  # a version in force other nodes may hold parsed
+                    await announce(db, self.node, "plan", event=v.event_id, source=v.source)
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
@@ -82,7 +96,32 @@ class Versions(Connection):
                 f"WHERE event = %s AND state IN {PENDING_SQL}",
                 (event_id,),
             )
+            await announce(db, self.node, "removed", event=event_id)
             return cursor.rowcount
+
+
+async def _keep_files(db: Db, versions: Sequence[Version]) -> None:
+    """The versions' attachments: each content stored once, each event's list replaced;
+    contents no version in force attaches any more are dropped."""
+    files = [(v.event_id, f) for v in sorted(versions, key=lambda v: v.event_id) for f in v.files]
+    async with db.cursor() as cursor:
+        if files:
+            await cursor.executemany(
+                "INSERT INTO blobs (digest, data) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING",
+                sorted({(f.digest, f.data) for _, f in files}),
+            )
+        await cursor.execute(
+            "DELETE FROM event_files WHERE event = ANY(%s)", ([v.event_id for v in versions],)
+        )
+        if files:
+            await cursor.executemany(
+                "INSERT INTO event_files (event, name, digest) VALUES (%s, %s, %s)",
+                [(event_id, f.name, f.digest) for event_id, f in files],
+            )
+        await cursor.execute(
+            "DELETE FROM blobs WHERE NOT EXISTS "
+            "(SELECT 1 FROM event_files f WHERE f.digest = blobs.digest)"
+        )
 
 
 async def _apply(db: Db, plans: Sequence[Plan]) -> None:

@@ -9,7 +9,11 @@ leases, group commit), `versions` (the versions in force), `reports` (status), `
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from mailer.store.contract import Store
+from mailer.store.rows import Change
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S
 from mailer.store.sqlite.nodes import Nodes
 from mailer.store.sqlite.queue import Queue
@@ -20,6 +24,11 @@ from mailer.store.sqlite.versions import Versions
 
 class SqliteStore(Queue, Versions, Reports, Nodes, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
+
+    async def listen(self, heard: Callable[[Change], None]) -> None:
+        """Nothing to hear: SQLite cannot tell one process what another wrote (the engine's
+        poll finds it). Waits until cancelled, as PostgreSQL's listener does."""
+        await asyncio.Future()
 
 
 __all__ = ["BUSY_TIMEOUT_S", "MIGRATIONS", "SqliteStore"]

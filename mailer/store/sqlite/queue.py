@@ -10,6 +10,7 @@ from typing import Any
 import aiosqlite
 
 from mailer.delivery import DeliveryState
+from mailer.store.contract import TURN_AHEAD_MAX_S
 from mailer.store.leases import Node
 from mailer.store.rows import Attempt, Claimed, Narrow
 from mailer.store.sqlite.connection import Connection
@@ -70,6 +71,23 @@ class Queue(Connection):
                 (now + self.node.lease_s, self.node.id),
             )
             return cursor.rowcount
+
+    async def reserve_turn(self, now: float, *, interval_s: float) -> float:
+        """The next turn of every process on this file together (`max_per_minute`)."""
+        params = {"now": now, "interval": interval_s, "ahead": TURN_AHEAD_MAX_S}
+        async with (
+            self.transaction() as db,
+            db.execute(
+                """INSERT INTO pace (name, next_at) VALUES ('send', :now + :interval)
+                   ON CONFLICT (name) DO UPDATE SET next_at = CASE
+                       WHEN next_at > :now + :ahead THEN :now ELSE MAX(next_at, :now)
+                   END + :interval
+                   RETURNING next_at""",
+                params,
+            ) as cursor,
+        ):
+            (next_at,) = await cursor.fetchone() or (now + interval_s,)
+        return float(next_at) - interval_s
 
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed but not sent (sending paused or stopping): back to the queue as they were.

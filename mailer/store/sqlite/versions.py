@@ -34,6 +34,15 @@ class Versions(Connection):
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
+    async def event_files(self, event_id: str) -> dict[str, bytes]:
+        """The attachments of an event's last valid version as they were checked, by name."""
+        rows = await self._rows(
+            "SELECT f.name, b.data FROM event_files f JOIN blobs b ON b.digest = f.digest "
+            "WHERE f.event = ?",
+            (event_id,),
+        )
+        return {name: bytes(data) for name, data in rows}
+
     async def stored_deliveries(self, event_id: str) -> list[Stored]:
         """Every delivery of an event, in any state: what planning compares a version with."""
         rows = await self._rows(
@@ -60,6 +69,7 @@ class Versions(Connection):
                     for v in versions
                 ],
             )
+            await _keep_files(db, versions)
             await _apply(db, [v.plan for v in versions if v.plan is not None])
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
@@ -85,6 +95,26 @@ class Versions(Connection):
                 (event_id,),
             )
             return cursor.rowcount
+
+
+async def _keep_files(db: aiosqlite.Connection, versions: Sequence[Version]) -> None:
+    """The versions' attachments: each content stored once, each event's list replaced;
+    contents no version in force attaches any more are dropped."""
+    await db.executemany(
+        "INSERT INTO blobs (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING",
+        [(f.digest, f.data) for v in versions for f in v.files],
+    )
+    await db.executemany(
+        "DELETE FROM event_files WHERE event = ?", [(v.event_id,) for v in versions]
+    )
+    await db.executemany(
+        "INSERT INTO event_files (event, name, digest) VALUES (?, ?, ?)",
+        [(v.event_id, f.name, f.digest) for v in versions for f in v.files],
+    )
+    await db.execute(
+        "DELETE FROM blobs WHERE NOT EXISTS "
+        "(SELECT 1 FROM event_files f WHERE f.digest = blobs.digest)"
+    )
 
 
 async def _apply(db: aiosqlite.Connection, plans: Sequence[Plan]) -> None:
