@@ -26,6 +26,7 @@ from mailer.events import (
     recipients_file_of,
 )
 from mailer.mails import FLAT_RULE, inside
+from mailer.workdays import DaysOff
 
 # An event file is a page of TOML; anything this large is a mistake (a CSV saved as .toml).
 MAX_EVENT_BYTES = 1 << 20
@@ -305,6 +306,7 @@ def defaults_for(settings: Settings) -> EventDefaults:
         language=settings.sender.language,
         timezone=settings.sender.zone,
         max_lateness=settings.sending.max_lateness,
+        days_off=DaysOff(settings.sender.holidays, settings.sender.language),
     )
 
 

@@ -180,6 +180,7 @@ class SmtpTransport:
         await asyncio.gather(*(self._quit(slot) for slot in slots))
         for slot in slots:
             self._idle.put_nowait(slot)
+        await asyncio.sleep(0)  # the aborted sockets close on this turn (see _quit)
 
     async def _send_on(
         self, slot: _Slot, message: bytes, *, sender: str, recipient: str
@@ -300,10 +301,17 @@ class SmtpTransport:
         return scrub(text, password) if password else text
 
     async def _quit(self, slot: _Slot) -> None:
+        connection = slot.client.transport if slot.client is not None else None
         if slot.client is not None and slot.client.is_connected:
             with contextlib.suppress(*_SESSION_ERRORS):  # closing anyway
                 await slot.client.quit(timeout=min(self.timeout_s, QUIT_TIMEOUT_S))
         _drop(slot)
+        # After QUIT nothing is left to say: a TLS session's polite close waits for the
+        # server's close_notify, which a command's asyncio.run() ending next does not wait
+        # for (its socket was left to the garbage collector). Aborted, the socket closes on
+        # the next turn of the loop.
+        if isinstance(connection, asyncio.Transport):
+            connection.abort()
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:
