@@ -109,6 +109,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             at REAL NOT NULL
         )""",
     ),
+    (
+        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
+        # (schema 9; PostgreSQL's 6).
+        # A row is written at a node's start and each heartbeat; a clean stop deletes it.
+        """CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started REAL NOT NULL,    -- unix seconds
+            last_seen REAL NOT NULL,  -- its last heartbeat
+            planner INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
