@@ -62,6 +62,10 @@ class Catalog:
         self._unparsed: dict[str, Path] = {}
         self._changed: dict[str, str | None] = {}  # by other nodes: event -> source, None if gone
         self._parsing = asyncio.Lock()
+        # A node that does not plan (SPEC §9) follows the versions the planner brings in:
+        # the digest of each as it last looked.
+        self.following = False
+        self._followed: dict[str, str] = {}
         self._pauses = 0  # reloads and parses under way with the cyclic collector paused
         self._collector_was_on = True
 
@@ -146,17 +150,32 @@ class Catalog:
     async def find(
         self, event_id: str, mail_name: str, recipient_key: str
     ) -> tuple[Event, Mail, Recipient] | None:
-        """The event, mail and person a delivery is for, if the version in force has them."""
-        event = await self.event(event_id)
-        if event is None:
-            return None
-        mail = next((m for m in event.mails if m.name == mail_name), None)
-        if mail_name in NOTICES:  # made for its round when it is composed (announcing.py)
-            mail = notice_mail(event, mail_name, changes=(), calendar=False)
-        recipient = event.by_key.get(recipient_key)
-        if mail is None or recipient is None or not event.gets(recipient, mail):
-            return None
-        return event, mail, recipient
+        """The event, mail and person a delivery is for, if the version in force has them.
+        A node that follows another's plan looks at the database once more before saying
+        no: the delivery may be of a version brought in since it last looked."""
+        found = _found(await self.event(event_id), mail_name, recipient_key)
+        if found is None and self.following:
+            await self.follow(only=event_id)
+            found = _found(await self.event(event_id), mail_name, recipient_key)
+        return found
+
+    async def follow(self, *, only: str | None = None) -> None:
+        """For a node that does not plan: an event whose version in force changed since it
+        last looked is parsed again from the database when next needed, as a note from the
+        planner would have it (`changed_elsewhere`). The fallback for a note missed while
+        the listener was down, and for a delivery claimed before its note arrived."""
+        self.following = True
+        for event_id, row in (await self.store.events()).items():
+            if row.digest is None or only not in (None, event_id):
+                continue
+            if self._followed.get(event_id) != row.digest:
+                self._followed[event_id] = row.digest
+                self.changed_elsewhere(event_id, source=None if row.removed else row.source)
+
+    def lead(self) -> None:
+        """This node plans now: what it loads is the plan, nothing to follow."""
+        self.following = False
+        self._followed.clear()
 
     async def load_all(self) -> None:
         """Rebuild the plan from the event files and the database (SPEC §5.1): a sync of
@@ -352,3 +371,17 @@ class Catalog:
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
+
+
+def _found(
+    event: Event | None, mail_name: str, recipient_key: str
+) -> tuple[Event, Mail, Recipient] | None:
+    if event is None:
+        return None
+    mail = next((m for m in event.mails if m.name == mail_name), None)
+    if mail_name in NOTICES:  # made for its round when it is composed (announcing.py)
+        mail = notice_mail(event, mail_name, changes=(), calendar=False)
+    recipient = event.by_key.get(recipient_key)
+    if mail is None or recipient is None or not event.gets(recipient, mail):
+        return None
+    return event, mail, recipient

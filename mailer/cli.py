@@ -248,11 +248,12 @@ def status(
     from mailer.printing import print_status
 
     settings = settings_from(config_path)
-    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name))
+    now = SystemClock().now()
+    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name, now=now))
     if as_json:
         click.echo(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print_status(report, now=SystemClock().now(), language=settings.sender.language)
+        print_status(report, now=now, language=settings.sender.language)
     return EXIT_OK
 
 

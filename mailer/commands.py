@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import aiosqlite
-
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
 from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
@@ -36,7 +34,7 @@ from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
 from mailer.retention import purge_due
 from mailer.status import status_report
-from mailer.store import Narrow, Purged, Store, is_damaged
+from mailer.store import Narrow, Node, Purged, Store, StoreUnavailable, is_damaged
 from mailer.store.contract import is_url, open_read_only, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
@@ -84,7 +82,8 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     # of the ~30 ms that held up the event loop (and due mail) every second or so.
     gc.collect()
     gc.freeze()
-    store = await open_store(settings.paths.database)
+    lease_s = settings.sending.lease.total_seconds()
+    store = await open_store(settings.paths.database, node=Node.here(lease_s=lease_s))
     try:
         engine = Engine(
             settings,
@@ -96,7 +95,7 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop)
         await _run_with_page(engine, settings)
-    except aiosqlite.DatabaseError as exc:
+    except StoreUnavailable as exc:
         if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
             raise
         raise _database_error(settings, exc) from exc
@@ -274,13 +273,21 @@ async def _check_asked(
         )
 
 
-async def read_status(settings: Settings, *, event_id: str | None, mail: str | None) -> dict:
+async def read_status(
+    settings: Settings, *, event_id: str | None, mail: str | None, now: datetime | None = None
+) -> dict:
     """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
     migrates the database: a missing one is said (exit 2), not shown as empty."""
     store = await open_read_only(settings.paths.database)
     try:
-        return await status_report(store, zone=settings.sender.zone, event_id=event_id, mail=mail)
-    except aiosqlite.DatabaseError as exc:  # malformed: one line naming the file, not a trace
+        return await status_report(
+            store,
+            zone=settings.sender.zone,
+            event_id=event_id,
+            mail=mail,
+            now=None if now is None else now.timestamp(),
+        )
+    except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
         raise _database_error(settings, exc) from exc
     finally:
         await store.close()
@@ -297,6 +304,8 @@ async def purge_now(settings: Settings, *, clock: Clock, dry_run: bool) -> Purge
     store = await open_store(settings.paths.database)
     try:
         return await purge_due(settings, store, clock=clock, dry_run=dry_run)
+    except StoreUnavailable as exc:  # locked, full, the server gone: one line, not a trace
+        raise _database_error(settings, exc) from exc
     finally:
         await store.close()
 

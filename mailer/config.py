@@ -42,6 +42,7 @@ from mailer.config_values import (
     OneLine,
     Zone,
     between,
+    checked,
     url_has_password,
 )
 from mailer.config_web import WebSettings, web_problems
@@ -165,6 +166,17 @@ class SendingSettings(_Section):
     shutdown_grace: Duration = timedelta(seconds=10)
     # SPEC §10: an organiser saves several times; their changes become one notice.
     change_settle: Duration = timedelta(minutes=10)
+    # How long a claim of a node that stopped renewing it (killed, frozen, cut off) holds
+    # before another node sends it (SPEC §9: 30 s). Shorter: a frozen node's mail goes out
+    # sooner, and a node paused longer than this (a slow disk, a long GC) may see a message
+    # it had in hand sent by another too.
+    lease: Annotated[
+        Duration,
+        checked(
+            lambda d: timedelta(seconds=3) <= d <= timedelta(minutes=10),
+            "must be between 3s and 10m (the default, 30s, suits nearly everyone)",
+        ),
+    ] = timedelta(seconds=30)
 
     @model_validator(mode="after")
     def _backoff_grows(self) -> SendingSettings:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -25,15 +24,15 @@ from mailer.bounces import BounceReader
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
+from mailer.election import Election
 from mailer.events import Event
 from mailer.outbox import Outbox
 from mailer.retention import purge_daily
 from mailer.secret import load_keyring
 from mailer.sending import Sender, StepResult
-from mailer.store import Change, DatabaseGone, Narrow, Store, is_damaged
+from mailer.store import Change, DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
 from mailer.store_trouble import StoreTrouble
 from mailer.transports.base import Transport
-from mailer.watcher import watch
 
 log = logging.getLogger("mailer")
 
@@ -86,8 +85,14 @@ class Engine:
 
     async def load_all(self) -> None:
         """Take back what a stopped process held, and rebuild the plan from the event files
-        and the database (SPEC §5.1): what a starting service does."""
-        # What a stopped process held goes back; a live `mailer send` keeps its own.
+        and the database (SPEC §5.1): what a starting service of one node does."""
+        await self.begin()
+        await self.catalog.load_all()
+        self.wakeup.set()
+
+    async def begin(self) -> None:
+        """What a starting service does before it plans or follows another node's plan."""
+        # What a stopped process held goes back; a live node or `mailer send` keeps its own.
         taken = await self.store.take_back_abandoned(self.now())
         if taken:
             log.warning(
@@ -96,8 +101,6 @@ class Engine:
             )
         # The key first: a key file that cannot be read stops the start, not the first send.
         self.sender.keyring = await load_keyring(self.settings, self.store)
-        await self.catalog.load_all()
-        self.wakeup.set()
 
     async def plan(self, sources: list[Path] | None = None) -> None:
         """Plan these event files (every one in schedules/ if None), taking nothing back from
@@ -141,8 +144,21 @@ class Engine:
         `sources` limits it to those event files and `watch_folder=False` turns hot reload off:
         what `mailer rehearse` needs to play one event on the real engine.
         """
+        election: Election | None = None
         if sources is None:
-            await self.load_all()
+            await self.begin()
+            election = Election(
+                self.settings.paths.schedules,
+                store=self.store,
+                catalog=self.catalog,
+                clock=self.clock,
+                stopping=self.stopping,
+                wakeup=self.wakeup,
+                reload=self.reload,
+                watch_folder=watch_folder,
+            )
+            await election.start()  # plans, if no other node does (SPEC §9)
+            self.wakeup.set()
         else:
             await self.plan(sources)
         # The debug executor calls the job on the loop as the scheduler finds it due: the
@@ -152,11 +168,8 @@ class Engine:
         self._scheduler.start()
         log.info("running: %d events in force", self.catalog.in_force)
         self.loaded.set()
-        watcher = asyncio.create_task(
-            watch(self.settings.paths.schedules, self.reload, stop=self.stopping)
-            if watch_folder
-            else self.stopping.wait()
-        )
+        # The election watches schedules/ while this node plans, and beats (SPEC §9).
+        beside = asyncio.create_task(election.run() if election else self.stopping.wait())
         listener = asyncio.create_task(self.store.listen(self.heard))
         upkeep = asyncio.create_task(self._upkeep() if sources is None else self.stopping.wait())
         try:
@@ -167,7 +180,7 @@ class Engine:
             self.stopping.set()
             self._stop_scheduler()  # first: no wake-up fires while the rest winds down
             listener.cancel()
-            await asyncio.gather(watcher, listener, upkeep, return_exceptions=True)
+            await asyncio.gather(beside, listener, upkeep, return_exceptions=True)
             await self.close()
             log.info("stopped")
 
@@ -197,7 +210,7 @@ class Engine:
         if failure is None:
             try:
                 wait_s = await self._arm()
-            except (aiosqlite.Error, OSError) as exc:
+            except (StoreUnavailable, OSError) as exc:
                 failure = exc
         if failure is not None:
             await self._pause_after(failure)

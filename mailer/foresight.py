@@ -23,7 +23,7 @@ from mailer.errors import MailerError
 from mailer.notices import Facts, notice_kind, told_by
 from mailer.planning import EditEffect, Reading, edit_effect, read_version
 from mailer.sources import Loaded
-from mailer.store import Store
+from mailer.store import Store, StoreUnavailable
 from mailer.store.contract import is_url, open_read_only
 
 
@@ -42,7 +42,7 @@ class Foresight:
         if is_url(database) or Path(database).is_file():
             try:
                 self._store = self._runner.run(open_read_only(database))
-            except (MailerError, OSError) as exc:  # said once by `check`, which goes on
+            except (MailerError, StoreUnavailable, OSError) as exc:  # said once by `check`
                 self.unavailable = str(exc)
         return self
 
@@ -57,9 +57,13 @@ class Foresight:
 
     def effect_of(self, loaded: Loaded) -> EditEffect | None:
         """What saving this valid file would do, or None if its event is not in force."""
-        if self._store is None or loaded.event is None:
+        if self._store is None or self.unavailable is not None or loaded.event is None:
             return None
-        return self._runner.run(self._effect(self._store, loaded))
+        try:
+            return self._runner.run(self._effect(self._store, loaded))
+        except StoreUnavailable as exc:  # damaged pages, the server gone: said once, as above
+            self.unavailable = str(exc)
+            return None
 
     async def _effect(self, store: Store, loaded: Loaded) -> EditEffect | None:
         row = (await store.events()).get(loaded.id)

@@ -22,6 +22,9 @@ def configure_logging(log_format: str, *, zone: ZoneInfo) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     for chatty in ("apscheduler", "watchfiles"):  # their INFO lines are not the operator's news
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # psycopg's pool warns at each failed reconnect, several a second while the database
+    # server is down: the service says that once itself (store_trouble.py).
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 class TextFormatter(logging.Formatter):

@@ -186,6 +186,24 @@ def print_status(report: dict[str, Any], *, now: datetime, language: str) -> Non
                 table.add_row("", "", "", problem)
         out.print(table)
         _print_deliveries(event["mails"], language)
+    _print_nodes(report.get("nodes", []), now, language)
+
+
+def _print_nodes(nodes: list[dict[str, Any]], now: datetime, language: str) -> None:
+    """The `mailer run` processes on this database and which one plans (SPEC §9)."""
+    if not nodes:
+        return
+    table = Table("node", "pid", "started", "last seen", "", title="nodes", title_justify="left")
+    for node in nodes:
+        role = "planner" if node["planner"] else "sends"
+        table.add_row(
+            shown(node["host"]),
+            str(node["pid"]),
+            _local(node["started"], language),
+            _relative(node["last_seen"], now),
+            role if node["live"] else Text("not seen: stopped?", style="red"),
+        )
+    out.print(table)
 
 
 def _print_deliveries(mails: list[dict[str, Any]], language: str) -> None:

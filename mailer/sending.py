@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import aiosqlite
 
 from mailer.announcing import NOTICES, revision
 from mailer.catalog import Catalog
@@ -27,7 +26,7 @@ from mailer.keyring import Keyring
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
 from mailer.secret import load_keyring
-from mailer.store import HEARTBEAT_S, Attempt, CalendarRow, Claimed, Narrow, Store
+from mailer.store import Attempt, CalendarRow, Claimed, Narrow, Store, StoreUnavailable
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
@@ -56,12 +55,28 @@ class _Claims:
         self._sender = sender
         self._only = only
         self._due_by = due_by
+        self.halted = False  # a session failed: the others finish what they hold, then stop
+        # When our leases were last known good (loop time): claimed or renewed from then.
+        self.held_at = -math.inf
+
+    def has_lapsed(self) -> bool:
+        """Whether our leases may have run out: no claim or renewal for a lease's length
+        (this process was frozen, or the database away). What is waiting may be another
+        node's now: sending it would send it twice (SPEC §9)."""
+        lease_s = self._sender.store.node.lease_s
+        return asyncio.get_running_loop().time() - self.held_at >= lease_s
 
     async def take(self) -> Claimed | None:
         """The next delivery, claiming a batch when none is left; None when done or halted."""
         sender = self._sender
         async with self._lock:
-            if not self.waiting and sender.may_go_on():
+            if self.waiting and self.has_lapsed():
+                lapsed = [c.id for c in self.waiting]
+                self.waiting.clear()
+                await sender.store.release(lapsed)  # those still ours; others' stay theirs
+                log.warning("%d claims held past their lease go back to the queue", len(lapsed))
+            if not self.waiting and sender.may_go_on() and not self.halted:
+                self.held_at = asyncio.get_running_loop().time()
                 due_by = sender.now() if self._due_by is None else self._due_by
                 batch, expired = await sender.store.claim_due(
                     due_by, limit=CLAIM_BATCH, only=self._only
@@ -73,7 +88,8 @@ class _Claims:
                 if expired:
                     log.warning("%d deliveries expired before they could be sent", expired)
                 self.waiting.extend(batch)
-            return self.waiting.popleft() if self.waiting and sender.may_go_on() else None
+            going_on = sender.may_go_on() and not self.halted
+            return self.waiting.popleft() if self.waiting and going_on else None
 
 
 class Sender:
@@ -108,7 +124,10 @@ class Sender:
         # recorded, never sent again) and claims to put back in the queue.
         self._unrecorded: dict[int, Attempt] = {}
         self._unreleased: set[int] = set()
-        self.heartbeat_s = HEARTBEAT_S  # how often a step renews its leases (SPEC §9)
+        # Whether a step failed since the database last answered a settling in full: the
+        # database may hold claims for us that we never heard of (see `_settle_leftovers`).
+        self._unsure = False
+        self.heartbeat_s = store.node.heartbeat_s  # how often a step renews its leases
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
         self.attempts_made: Counter[str] = Counter()
@@ -132,18 +151,24 @@ class Sender:
         claims = _Claims(self, only=only, due_by=due_by)
         # Per step, not for the life of the service: that would grow by one entry per delivery.
         outcomes: dict[int, DeliveryState] = {}
-        heartbeat = asyncio.create_task(self._renew_leases())
-        try:  # one session failing (the store) stops the others: a TaskGroup cancels them
-            async with asyncio.TaskGroup() as sessions:
-                tasks = [
-                    sessions.create_task(self._session(claims, outcomes))
-                    for _ in range(self.settings.sending.connections)
-                ]
+        heartbeat = asyncio.create_task(self._renew_leases(claims))
+        sessions = [
+            asyncio.create_task(self._session(claims, outcomes))
+            for _ in range(self.settings.sending.connections)
+        ]
+        try:  # a stop cancels the sessions; gather returns once each has ended
+            ended = await asyncio.gather(*sessions, return_exceptions=True)
+        except BaseException:
+            self._unsure = True
+            raise
         finally:  # paused, stopping or failed with claims in hand: back to the queue
             await self._put_back(claims.waiting)
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        handled = sum(task.result() for task in tasks)
+        if failures := [e for e in ended if isinstance(e, BaseException)]:
+            self._unsure = True
+            raise BaseExceptionGroup("a step of sending failed", failures)
+        handled = sum(n for n in ended if isinstance(n, int))
         return StepResult(outcomes, handled, self.paused_because)
 
     async def _session(self, claims: _Claims, outcomes: dict[int, DeliveryState]) -> int:
@@ -155,7 +180,10 @@ class Sender:
             except BaseException:
                 # Stopped mid-send, or the store failed: back to the queue, to be tried
                 # again (it may have gone out: at-least-once for what is in flight);
-                # unless it went out and only its record failed.
+                # unless it went out and only its record failed. The other sessions finish
+                # the message each has in hand (cancelled mid-send, it could go twice) and
+                # take no more.
+                claims.halted = True
                 if delivery.id not in self._unrecorded:
                     claims.waiting.appendleft(delivery)
                 raise
@@ -170,16 +198,21 @@ class Sender:
             await asyncio.shield(self.store.release(ids))
             self._unreleased.difference_update(ids)
 
-    async def _renew_leases(self) -> None:
+    async def _renew_leases(self, claims: _Claims) -> None:
         """While a step holds claims: renew their leases, so that no other process takes
         them back as a stopped one's. A renewal the store fails is tried at the next beat
-        (the step's own store calls say what is wrong)."""
+        (the step's own store calls say what is wrong); one after the leases may have run
+        out keeps what is still ours, but cannot vouch for what waits (`has_lapsed`)."""
         while True:
             await asyncio.sleep(self.heartbeat_s)
+            started = asyncio.get_running_loop().time()
+            lapsed = claims.has_lapsed()
             try:
                 await self.store.renew_leases(self.now())
-            except (aiosqlite.Error, OSError):
+            except (StoreUnavailable, OSError):
                 continue
+            if not lapsed:
+                claims.held_at = started
 
     async def _settle_leftovers(self) -> None:
         """Finish what a failed step left: record what went out, requeue what did not."""
@@ -191,6 +224,13 @@ class Sender:
         if self._unreleased:
             await self.store.release(sorted(self._unreleased))
             self._unreleased.clear()
+        if self._unsure:
+            # Between steps this node sends nothing: whatever the database still leases to
+            # it is a claim whose answer the failure swallowed. Back to the queue, or it
+            # would stay `sending` for as long as this node lives and renews it.
+            if taken := await self.store.release_held():
+                log.warning("%d deliveries claimed as the database failed go back", taken)
+            self._unsure = False
 
     def may_go_on(self) -> bool:
         """Whether a session may take another delivery: not stopping, not paused."""

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from mailer.delivery import DeliveryState
-from mailer.store import MailCounts, Store
+from mailer.store import LEASE_S, MailCounts, NodeRow, Store
 
 
 def iso(seconds: float | None, zone: ZoneInfo) -> str | None:
@@ -17,9 +17,15 @@ def iso(seconds: float | None, zone: ZoneInfo) -> str | None:
 
 
 async def status_report(
-    store: Store, *, zone: ZoneInfo, event_id: str | None = None, mail: str | None = None
+    store: Store,
+    *,
+    zone: ZoneInfo,
+    event_id: str | None = None,
+    mail: str | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Per event and mail: due, expiry and counts per state; per recipient with `mail`."""
+    """Per event and mail: due, expiry and counts per state; per recipient with `mail`;
+    and the nodes (SPEC §9), each live if heard of within a lease, as of `now`."""
     events = await store.events()
     mails = await store.mail_counts(event_id)
     report = []
@@ -42,7 +48,23 @@ async def status_report(
                     described["deliveries"] = await _deliveries(store, row.id, mail, zone)
                 entry["mails"].append(described)
         report.append(entry)
-    return {"events": report}
+    nodes = await store.nodes()
+    return {"events": report, "nodes": [_node(n, zone, now) for n in nodes]}
+
+
+def _node(node: NodeRow, zone: ZoneInfo, now: float | None) -> dict[str, Any]:
+    """A node as SPEC §9 lists it; `live`: heard of within a lease (a node killed stays
+    listed, not live, until it is forgotten). Only a live node is the planner."""
+    live = now is None or node.last_seen >= now - LEASE_S
+    return {
+        "id": node.id,
+        "host": node.host,
+        "pid": node.pid,
+        "planner": node.planner and live,
+        "live": live,
+        "started": iso(node.started, zone),
+        "last_seen": iso(node.last_seen, zone),
+    }
 
 
 def _mails(planned_json: str, counted: list[MailCounts], zone: ZoneInfo) -> list[dict[str, Any]]:

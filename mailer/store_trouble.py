@@ -27,7 +27,7 @@ class StoreTrouble:
         """Say a new kind of failure once; the pause (s) before trying again."""
         causes = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         for cause in causes:
-            kind = getattr(cause, "sqlite_errorname", None) or type(cause).__name__
+            kind = getattr(cause, "kind", None) or type(cause).__name__
             if kind not in self._kinds:
                 self._kinds.add(kind)
                 log.error(

@@ -60,6 +60,18 @@ def postgresql_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def own_postgresql() -> Iterator[postgres.Cluster]:
+    """A PostgreSQL server of this test's own, to stop and start again (a database that goes
+    away under the service); skipped without PostgreSQL, except in CI."""
+    pattern = postgres.bindir_pattern(os.environ)
+    bindir = postgres.find_bindir(pattern)
+    if bindir is None:
+        postgres.unavailable(f"no PostgreSQL server binaries in {pattern}", environ=os.environ)
+    with postgres.running_cluster(bindir, durable=True) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def fresh_database(postgresql_url: str) -> Iterator[str]:
     """URL of a new, empty database on the test server, dropped after the test: use it as
     `paths.database` or with psycopg.connect. Each test gets its own, so none share state."""

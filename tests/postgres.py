@@ -90,22 +90,28 @@ def free_port() -> int:
         return port
 
 
-@contextlib.contextmanager
-def running_server(bindir: Path) -> Iterator[str]:
-    """Start a throwaway cluster; yield its URL (superuser `postgres`, database `postgres`);
-    stop it and remove its folder afterwards."""
-    user = _server_user()
-    folder = Path(tempfile.mkdtemp(prefix="mailer-pg-"))
-    data = folder / "data"
-    try:
-        if user is not None:
-            shutil.chown(folder, user=user.pw_uid, group=user.pw_gid)
+class Cluster:
+    """A throwaway cluster in its own folder, run as `user`: started, stopped (as a crash
+    stops it, `-m immediate`) and started again by tests of a database that goes away."""
+
+    def __init__(
+        self, bindir: Path, user: pwd.struct_passwd | None, folder: Path, *, durable: bool
+    ) -> None:
+        self.bindir = bindir
+        self.user = user
+        self.folder = folder
+        self.data = folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.durable = durable
+
+    def create(self) -> None:
         _run(
-            user,
-            folder,
-            bindir / "initdb",
+            self.user,
+            self.folder,
+            self.bindir / "initdb",
             "-D",
-            data,
+            self.data,
             "-U",
             "postgres",
             "-A",
@@ -115,31 +121,57 @@ def running_server(bindir: Path) -> Iterator[str]:
             "--locale=C",
             "--no-sync",
         )
-        port = free_port()
-        _configure(data, port=port, socket_dir=folder)
+        # A commit a client was told of survives the server's crash only if it waited for
+        # its WAL: what a test that crashes the server needs (fsync off still holds: the
+        # machine does not crash, only the server).
+        extra = {"synchronous_commit": "on"} if self.durable else {}
+        _configure(self.data, port=self.port, socket_dir=self.folder, extra=extra)
+
+    def start(self) -> None:
+        log = self.folder / "server.log"
+        pg_ctl = self.bindir / "pg_ctl"
+        timeout = str(START_TIMEOUT_S)
         _run(
-            user,
-            folder,
-            bindir / "pg_ctl",
-            "-D",
-            data,
-            "-l",
-            folder / "server.log",
-            "-w",
-            "-t",
-            str(START_TIMEOUT_S),
-            "start",
-            log=folder / "server.log",
-        )
-        watcher = _watch(user, folder, bindir / "pg_ctl", data)
+            self.user, self.folder, pg_ctl, "-D", self.data, "-l", log, "-w", "-t", timeout,
+            "start", log=log,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """At once, as a crash would: every connection is cut."""
+        _run(self.user, self.folder, self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate",
+             "-w", "stop")  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[Cluster]:
+    """Start a throwaway cluster (superuser `postgres`, database `postgres`); stop it and
+    remove its folder afterwards, even if the test run is killed."""
+    user = _server_user()
+    folder = Path(tempfile.mkdtemp(prefix="mailer-pg-"))
+    try:
+        if user is not None:
+            shutil.chown(folder, user=user.pw_uid, group=user.pw_gid)
+        cluster = Cluster(bindir, user, folder, durable=durable)
+        cluster.create()
+        cluster.start()
+        watcher = _watch(user, folder, bindir / "pg_ctl", cluster.data)
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield cluster
         finally:
             watcher.kill()
             watcher.wait()
-            _run(user, folder, bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+            with contextlib.suppress(RuntimeError):  # a test may have left it stopped
+                cluster.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server(bindir: Path) -> Iterator[str]:
+    """Start a throwaway cluster; yield its URL (superuser `postgres`, database `postgres`);
+    stop it and remove its folder afterwards."""
+    with running_cluster(bindir) as cluster:
+        yield cluster.url
 
 
 # A test run killed (SIGKILL, or SIGTERM from `timeout`, which skips pytest's finalizers)
@@ -176,9 +208,12 @@ def _server_user() -> pwd.struct_passwd | None:
         ) from None
 
 
-def _configure(data: Path, *, port: int, socket_dir: Path) -> None:
+def _configure(
+    data: Path, *, port: int, socket_dir: Path, extra: Mapping[str, str] | None = None
+) -> None:
     """Listen on 127.0.0.1:port and a socket in our own folder; trust those two only."""
     settings = SERVER_SETTINGS | {"port": str(port), "unix_socket_directories": f"'{socket_dir}'"}
+    settings |= extra or {}
     with (data / "postgresql.conf").open("a") as conf:
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
     (data / "pg_hba.conf").write_text(HBA)

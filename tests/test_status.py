@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -12,7 +13,8 @@ from mailer.cli import main
 from mailer.config import load_settings
 from mailer.delivery import DeliveryState as S
 from mailer.plan import Wanted, plan_event
-from mailer.store import Attempt, Store, Version
+from mailer.store import Attempt, Node, Store, Version
+from mailer.store.sqlite import SqliteStore
 from tests.project import make_project
 
 STATES = [s for s in S]
@@ -133,3 +135,33 @@ def test_a_held_event_is_shown_as_held_in_the_table_and_the_json(tmp_path: Path)
     assert event["mails"][0]["counts"]["scheduled"] == 1
     table = runner.invoke(main, ["status", "-c", str(config)])
     assert "(held: hold = true, nothing is sent)" in table.output
+
+
+async def beat(database: Path, node: Node, *, at: float, planner: bool) -> None:
+    store = await SqliteStore.open(database, node=node)
+    await store.beat(at, planner=planner)
+    await store.close()
+
+
+def test_status_lists_the_nodes_the_planner_and_a_node_not_heard_of(tmp_path: Path):
+    config = make_project(tmp_path)
+    database = load_settings(config).paths.database
+    now = time.time()
+    asyncio.run(beat(database, Node("gone.example.org", 11, "a"), at=now - 60, planner=True))
+    asyncio.run(beat(database, Node("db1.example.org", 22, "b"), at=now - 2, planner=True))
+    asyncio.run(beat(database, Node("db2.example.org", 33, "c"), at=now - 1, planner=False))
+    runner = CliRunner()
+    as_json = runner.invoke(main, ["status", "-c", str(config), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    nodes = json.loads(as_json.output)["nodes"]
+    assert [(n["host"], n["pid"], n["planner"], n["live"]) for n in nodes] == [
+        ("gone.example.org", 11, False, False),
+        ("db1.example.org", 22, True, True),
+        ("db2.example.org", 33, False, True),
+    ]
+    assert nodes[1]["id"] == "db1.example.org 22 b" and nodes[1]["last_seen"].startswith("20")
+    table = runner.invoke(main, ["status", "-c", str(config)])
+    assert table.exit_code == 0, table.output
+    lines = {line.split()[1]: line for line in table.output.splitlines() if ".example.org" in line}
+    assert "not seen" in lines["gone.example.org"] and "planner" in lines["db1.example.org"]
+    assert "sends" in lines["db2.example.org"]

@@ -12,11 +12,10 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
-import aiosqlite
 import psycopg
 import pytest
 
@@ -24,8 +23,19 @@ from mailer.delivery import DeliveryState as S
 from mailer.errors import ConfigError
 from mailer.keyring import Keyring
 from mailer.plan import Wanted, plan_event
-from mailer.store import LEASE_S, Attempt, Bounce, File, Narrow, Node, Store, Version
+from mailer.store import (
+    LEASE_S,
+    Attempt,
+    Bounce,
+    File,
+    Narrow,
+    Node,
+    Store,
+    StoreUnavailable,
+    Version,
+)
 from mailer.store.contract import open_read_only, open_store
+from mailer.store.leases import NODE_FORGOTTEN_S
 from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from mailer.store.postgres import PostgresStore
 from mailer.store.sqlite import MIGRATIONS, SqliteStore
@@ -270,6 +280,28 @@ async def test_an_expired_lease_goes_to_the_next_claim_of_another_node(store: St
     assert await states_of(store) == {"a": "sending"}
 
 
+async def test_a_node_whose_lease_was_taken_over_never_overwrites_the_new_holders_row(
+    store: Store, other: Store
+):
+    await bring_in(store, want("a", 10), want("b", 10))
+    mine, _ = await store.claim_due(10, limit=5)  # then this node stalls past its lease
+    theirs, _ = await other.claim_due(10 + LEASE_S, limit=5)
+    a, b = sorted(theirs, key=lambda c: c.recipient)
+    await other.record(Attempt(a.id, 41, "retry", 451, "451 theirs", S.RETRYING, 1, 99))
+    # The stalled node wakes and records what it had in flight, both ways it can.
+    await store.record(sent(mine[0].id, at=42))
+    await store.record_now([sent(c.id, at=42) for c in mine])
+    rows = {d.recipient: d for d in await store.deliveries_of("e", "m")}
+    assert (rows["a"].state, rows["a"].last_reply, rows["a"].sent_at) == (
+        "retrying",
+        "451 theirs",
+        None,
+    )
+    assert rows["b"].state == "sending"  # still the other node's, on its way
+    await other.record(sent(b.id, at=43))
+    assert await states_of(store) == {"a": "retrying", "b": "sent"}
+
+
 async def test_nodes_claiming_at_once_never_get_the_same_delivery(backend: Backend, store: Store):
     await bring_in(store, *(want(f"r{i:03}", 10) for i in range(300)))
     nodes = [store, *[await backend.open() for _ in range(3)]]
@@ -326,6 +358,65 @@ async def test_released_claims_go_back_as_they_were(store: Store):
     a, b = sorted((await store.claim_due(11, limit=5))[0], key=lambda c: c.recipient)
     await store.release([a.id, b.id])
     assert await states_of(store) == {"a": "retrying", "b": "scheduled"}
+
+
+async def test_release_held_puts_back_every_claim_of_this_node_and_no_other(
+    store: Store, other: Store
+):
+    await bring_in(store, want("a", 10), want("b", 10), want("c", 10))
+    await store.claim_due(10, limit=2)  # a claim whose answer the database failure swallowed
+    await other.claim_due(10, limit=5)
+    assert await store.release_held() == 2
+    assert sorted((await states_of(store)).values()) == ["scheduled", "scheduled", "sending"]
+
+
+async def until_true(ask: Callable[[], Awaitable[bool]], *, timeout_s: float = 5.0) -> None:
+    """Ask until the answer is yes, within a bounded time."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await ask():
+        assert asyncio.get_running_loop().time() < deadline, "never said yes"
+        await asyncio.sleep(0.05)
+
+
+# -- nodes and the planner (SPEC §9) ---------------------------------------------------------
+
+
+async def test_nodes_are_listed_with_the_one_planner_and_leave_or_are_forgotten(
+    backend: Backend, store: Store, other: Store
+):
+    await store.beat(100, planner=True)
+    await other.beat(101, planner=False)
+    await other.beat(105, planner=True)  # took over: the first no longer says it plans
+    rows = await store.nodes()
+    assert [(r.id, r.started, r.last_seen, r.planner) for r in rows] == [
+        (store.node.id, 100, 100, False),
+        (other.node.id, 101, 105, True),
+    ]
+    assert (rows[0].host, rows[0].pid) == (store.node.host, store.node.pid)
+    await other.leave()
+    assert [r.id for r in await store.nodes()] == [store.node.id]
+    gone = await backend.open(node=Node("elsewhere", 1, "old"))
+    await gone.beat(106 + NODE_FORGOTTEN_S, planner=False)  # a day on: the first is forgotten
+    assert [r.id for r in await store.nodes()] == [gone.node.id]
+    await gone.close()
+
+
+async def test_one_planner_at_a_time_and_another_takes_over_when_it_goes(
+    backend: Backend, store: Store
+):
+    """PostgreSQL: an advisory lock of the planner's own connection; SQLite: one node, which
+    plans (decisions.md)."""
+    several = isinstance(backend, PostgresBackend)
+    second, third = await backend.open(), await backend.open()
+    try:
+        assert await store.hold_planner()
+        assert await second.hold_planner() is not several
+        assert await store.hold_planner()  # still: asked again, it keeps the lock
+        await store.close()  # its connection ends, and the server frees the lock
+        await until_true(second.hold_planner)  # as soon as its backend has gone
+        assert await third.hold_planner() is not several
+    finally:
+        await asyncio.gather(second.close(), third.close())
 
 
 # -- group commit ----------------------------------------------------------------------------
@@ -607,8 +698,8 @@ async def test_a_deleted_event_is_purged_keep_after_its_deletion(store: Store, k
 
 
 async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: Backend):
-    # PostgreSQL's first schema is today's (there was never an older PostgreSQL database):
-    # this loop has nothing to migrate there until its schema 2 (the nodes table) comes.
+    # Each older schema of either store (PostgreSQL's 1 to 5, SQLite's 1 to 8), holding an
+    # event and deliveries as the older mailer left them.
     for version in range(1, backend.schema_versions):
         await backend.build_at(version)
         store = await backend.open()
@@ -660,7 +751,7 @@ async def test_status_never_sets_up_a_database_nor_writes_one(backend: Backend):
     status = await open_read_only(backend.address)
     try:
         assert await states_of(status) == {"a": "scheduled"}
-        with pytest.raises((aiosqlite.Error, psycopg.Error), match=r"read-?only"):
+        with pytest.raises(StoreUnavailable, match=r"read-?only"):
             await status.claim_due(10, limit=1)
     finally:
         await status.close()

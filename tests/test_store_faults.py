@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mailer.clock import SystemClock
@@ -27,6 +28,7 @@ from mailer.store import Attempt, Store, Version
 from mailer.store.sqlite import SqliteStore
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
+from tests.postgres import Cluster
 from tests.project import REPO, make_project, smtp_transport, timed_event, tmpfs, write_event
 from tests.smtpd import SmtpServer
 from tests.test_service import smtp_password, soon, states, until
@@ -245,6 +247,45 @@ def deliveries_in(database: Path) -> int | None:
 def db_rows_at(path: Path, sql: str) -> list[tuple]:
     with contextlib.closing(sqlite3.connect(path)) as db:  # closed: the disk is unmounted
         return db.execute(sql).fetchall()
+
+
+def pg_states(url: str) -> collections.Counter[str]:
+    """The deliveries' states in a PostgreSQL database; empty while it cannot be read."""
+    try:
+        with psycopg.connect(url, connect_timeout=2) as db:
+            rows = db.execute("SELECT state FROM deliveries").fetchall()
+    except psycopg.Error:
+        return collections.Counter()
+    return collections.Counter(state for (state,) in rows)
+
+
+async def test_a_postgresql_server_that_stops_mid_send_pauses_the_node_which_resumes_after(
+    tmp_path: Path,
+    smtp_server: SmtpServer,
+    own_postgresql: Cluster,
+    caplog: pytest.LogCaptureFixture,
+):
+    """The server stopped as a crash stops it (every connection cut) while a node sends, and
+    started again: the node pauses with one line, resumes, and each person has mail once."""
+    project(tmp_path, smtp_server, database=own_postgresql.url)
+    people = 400
+    write_event(tmp_path, "seminarium", timed_event(soon(1.0), people=people))
+    with caplog.at_level(logging.INFO, logger="mailer"):
+        async with running(tmp_path, smtp_server):
+            await until(lambda: len(smtp_server.messages) >= 20, timeout_s=30)
+            await asyncio.to_thread(own_postgresql.stop)
+            stopped_at = len(smtp_server.messages)
+            await until(
+                lambda: any("cannot be reached" in m for m in trouble(caplog)), timeout_s=20
+            )
+            await asyncio.sleep(2)  # the database stays away a while
+            await asyncio.to_thread(own_postgresql.start)
+            await until(lambda: pg_states(own_postgresql.url) == {"sent": people}, timeout_s=30)
+            await until(lambda: resumed(caplog), timeout_s=10)
+    assert stopped_at < people, "all was sent before the server stopped: nothing was tested"
+    assert_each_once(smtp_server, people)
+    assert len([m for m in trouble(caplog) if "cannot be reached" in m]) == 1, trouble(caplog)
+    assert len(ours(caplog)) < people + 20  # a line per delivery, a few more
 
 
 # -- the database damaged, deleted, read-only; `status` while `run` creates it ---------------

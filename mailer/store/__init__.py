@@ -22,10 +22,14 @@ from mailer.store.rows import (
     File,
     MailCounts,
     Narrow,
+    NodeRow,
     Purged,
+    StoreFault,
+    StoreUnavailable,
     Version,
+    is_damaged,
 )
-from mailer.store.sqlite import MIGRATIONS, SqliteStore, is_damaged
+from mailer.store.sqlite import MIGRATIONS, SqliteStore
 
 __all__ = [
     "HEARTBEAT_S",
@@ -45,9 +49,12 @@ __all__ = [
     "MailCounts",
     "Narrow",
     "Node",
+    "NodeRow",
     "Purged",
     "SqliteStore",
     "Store",
+    "StoreFault",
+    "StoreUnavailable",
     "Version",
     "is_damaged",
     "is_url",

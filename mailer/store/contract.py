@@ -26,6 +26,7 @@ from mailer.store.rows import (
     EventRow,
     MailCounts,
     Narrow,
+    NodeRow,
     Purged,
     Version,
 )
@@ -129,14 +130,14 @@ class Store(Protocol):
     async def claim_due(
         self, now: float, *, limit: int, only: Narrow | None = None
     ) -> tuple[list[Claimed], int]:
-        """Lease up to `limit` due deliveries to this node (`leases.LEASE_S` from `now`),
+        """Lease up to `limit` due deliveries to this node (its `lease_s` from `now`),
         earliest due first, never one to two nodes; take back deliveries whose lease ran out
         (never this node's own); expire those past their expiry. Returns the claimed ones
         and how many expired. `only`: one mail, or one recipient of it (`mailer send`)."""
         ...
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: every lease it holds now runs to `now + LEASE_S`. How many."""
+        """This node lives: every lease it holds now runs to `now + lease_s`. How many."""
         ...
 
     async def take_back_abandoned(self, now: float) -> int:
@@ -146,6 +147,13 @@ class Store(Protocol):
 
     async def release(self, ids: Sequence[int]) -> None:
         """Claimed but not sent: back to the queue as they were, if still leased to us."""
+        ...
+
+    async def release_held(self) -> int:
+        """Everything still leased to this node back to the queue, as it was; how many. For
+        a node that holds nothing it knows of, after the database failed it: a claim whose
+        commit went through but whose answer was lost left rows leased to us that no
+        session sends, and that no other node takes while we renew our leases."""
         ...
 
     async def record(self, attempt: Attempt) -> None:
@@ -170,6 +178,28 @@ class Store(Protocol):
         recipient: str | None = None,
     ) -> int:
         """Back in the queue now, as new (`mailer retry`, `mailer send`); how many."""
+        ...
+
+    # -- nodes (SPEC §9) ---------------------------------------------------------------------
+
+    async def beat(self, now: float, *, planner: bool) -> None:
+        """This node lives: its row in `nodes` says so (written at its first beat), and
+        whether it is the planner; if it is, no other row says so any more. Rows not heard
+        of for NODE_FORGOTTEN_S go."""
+        ...
+
+    async def leave(self) -> None:
+        """This node stops: its row goes (a node killed leaves it, shown as not seen)."""
+        ...
+
+    async def nodes(self) -> list[NodeRow]:
+        """Every node the database knows of, by start."""
+        ...
+
+    async def hold_planner(self) -> bool:
+        """Become the planner if no other node is, or stay it: whether this node is. On
+        SQLite, the one node is; on PostgreSQL, the holder of an advisory lock that the
+        server releases when the holder's connection dies."""
         ...
 
     async def reserve_turn(self, now: float, *, interval_s: float) -> float:
@@ -244,16 +274,19 @@ def is_url(database: Path | str) -> bool:
     return isinstance(database, str) and database.startswith(POSTGRESQL_SCHEMES)
 
 
-async def open_store(database: Path | str, *, busy_timeout_s: float = 10.0) -> Store:
+async def open_store(
+    database: Path | str, *, busy_timeout_s: float = 10.0, node: Node | None = None
+) -> Store:
     """The store `paths.database` calls for: a `postgresql://` URL (SPEC §9) or a SQLite file.
-    The implementation is imported here, when chosen: SQLite users never import psycopg."""
+    The implementation is imported here, when chosen: SQLite users never import psycopg.
+    `node`: who claims through it (this process, with the default lease, if None)."""
     if is_url(database):
         from mailer.store.postgres import PostgresStore
 
-        return await PostgresStore.open(str(database), busy_timeout_s=busy_timeout_s)
+        return await PostgresStore.open(str(database), busy_timeout_s=busy_timeout_s, node=node)
     from mailer.store.sqlite import SqliteStore  # the implementations import this module
 
-    return await SqliteStore.open(Path(database), busy_timeout_s=busy_timeout_s)
+    return await SqliteStore.open(Path(database), busy_timeout_s=busy_timeout_s, node=node)
 
 
 async def open_read_only(database: Path | str) -> Store:

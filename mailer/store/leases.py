@@ -17,20 +17,30 @@ from dataclasses import dataclass
 LEASE_S = 30.0
 # How often a node renews: a third of the lease, so two missed beats still leave it held.
 HEARTBEAT_S = LEASE_S / 3
+# A node's row not heard of for this long goes (a machine killed and never restarted):
+# long enough that `status` shows a dead node for a day, as someone may look for it.
+NODE_FORGOTTEN_S = 86_400.0
 
 
 @dataclass(frozen=True)
 class Node:
     """A process that claims deliveries: its host and pid for people, and a random token,
-    since pids are reused and one process may open the store twice (tests do)."""
+    since pids are reused and one process may open the store twice (tests do); and how long
+    its claims hold without renewal (`[sending] lease`, LEASE_S unless set)."""
 
     host: str
     pid: int
     token: str
+    lease_s: float = LEASE_S
 
     @classmethod
-    def here(cls) -> Node:
-        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:12])
+    def here(cls, *, lease_s: float = LEASE_S) -> Node:
+        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:12], lease_s)
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often this node renews its leases: a third of one (as HEARTBEAT_S)."""
+        return self.lease_s / 3
 
     @property
     def id(self) -> str:

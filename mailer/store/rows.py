@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from mailer.delivery import DeliveryState
 from mailer.errors import ConfigError
@@ -137,6 +138,18 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class NodeRow:
+    """A `mailer run` process as the database last heard of it (SPEC §9)."""
+
+    id: str
+    host: str
+    pid: int
+    started: float
+    last_seen: float
+    planner: bool
+
+
+@dataclass(frozen=True)
 class Change:
     """What another node changed (SPEC §9, wake-ups across nodes): "plan" of an event (its
     version in force or its deliveries), "removed" (its file is gone), "queue" (deliveries
@@ -177,3 +190,41 @@ class Purged:
 
 class DatabaseGone(ConfigError):
     """The database file opened was deleted or replaced under the running service."""
+
+
+class StoreFault(Enum):
+    """What kind of failure made the database unusable for a moment, or for good."""
+
+    LOCKED = "locked"  # another process or node held what we needed longer than we wait
+    FULL = "full"  # no room left to write
+    GONE = "gone"  # cannot be reached now: the server stopped, the connection broke
+    DAMAGED = "damaged"  # can never work as it is: not a database, malformed, read-only
+
+
+_FAULT_WORDS = {
+    StoreFault.LOCKED: "the database is locked by another process",
+    StoreFault.FULL: "the disk under the database is full",
+    StoreFault.GONE: "the database cannot be reached",
+    StoreFault.DAMAGED: "the database is damaged or read-only",
+}
+
+
+class StoreUnavailable(Exception):
+    """A store operation failed because of the database, not of the call: the one error
+    the store raises for it, whichever driver it speaks, so that the engine, sending and
+    commands pause, retry or stop without importing a driver. The driver's error is the
+    `__cause__`; `kind` says which it was."""
+
+    def __init__(self, kind: StoreFault, detail: str) -> None:
+        super().__init__(kind, detail)
+        self.kind = kind
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{_FAULT_WORDS[self.kind]} ({self.detail})"
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """A database that can never work again as it is: the service stops with one line
+    rather than retrying forever."""
+    return isinstance(exc, StoreUnavailable) and exc.kind is StoreFault.DAMAGED

@@ -22,11 +22,21 @@ from psycopg_pool import AsyncConnectionPool
 from mailer.errors import ConfigError
 from mailer.store.leases import Node
 from mailer.store.postgres.schema import MIGRATIONS, migrate, newer_schema, version_of
+from mailer.store.rows import StoreFault, StoreUnavailable
 
 # How long a write waits for a row another node holds (SQLite's busy timeout, in spirit).
 LOCK_TIMEOUT_S = 10.0
 # Enough for a claim, a renewal and a group commit at once; PostgreSQL counts connections.
 POOL_SIZE = 4
+# How long a store call waits for a connection of the pool before the database counts as
+# gone for now (the server stopped): short enough that the node pauses and says so soon
+# (a failed step makes a few such calls in a row), rather than hanging every session for
+# psycopg_pool's default 30 s; long enough for a busy pool's turn (a few ms).
+POOL_WAIT_S = 3.0
+# How long the pool keeps trying to replace a broken connection before it gives up until
+# the next call asks for one. Its tries back off (1 s, 2 s, 4 s, ...): left at its default
+# of 5 minutes, a node found the restarted server up to a minute late.
+RECONNECT_S = 3.0
 
 Db = AsyncConnection[tuple[Any, ...]]
 
@@ -90,8 +100,15 @@ class Connection:
 
     @classmethod
     async def _pooled(cls, url: str, node: Node, setting: str) -> Self:
+        # A node frozen (SIGSTOP, a VM paused) inside a transaction would hold its row locks,
+        # and so its claims, for as long as it is frozen: SKIP LOCKED passes them by. The
+        # server ends such a session once it has idled in a transaction for a lease, and
+        # its claims go to another node as the lease says (our transactions take ms).
+        idle_ms = int(node.lease_s * 1000)
+
         async def configure(db: Db) -> None:
             await db.execute(setting)
+            await db.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
 
         pool: AsyncConnectionPool[Db] = AsyncConnectionPool(
             url,
@@ -100,6 +117,11 @@ class Connection:
             max_size=POOL_SIZE,
             open=False,
             configure=configure,
+            # Each connection is tried before it is lent: after the server restarted, every
+            # idle one is dead, and a step would fail once for each of them.
+            check=AsyncConnectionPool.check_connection,
+            timeout=POOL_WAIT_S,
+            reconnect_timeout=RECONNECT_S,
             name="mailer",
         )
         try:
@@ -119,14 +141,51 @@ class Connection:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Db]:
         """One transaction on a connection of the pool: committed when the block ends,
-        rolled back if it raises (or is cancelled)."""
-        async with self.pool.connection() as db, db.transaction():
-            yield db
+        rolled back if it raises (or is cancelled). The database failing is said as the
+        contract's `StoreUnavailable`."""
+        try:
+            async with self.pool.connection() as db, db.transaction():
+                yield db
+        except psycopg.Error as exc:
+            if (fault := unavailable(exc)) is not None:
+                raise fault from exc
+            raise
 
     async def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        async with self.pool.connection() as db:
-            cursor = await db.execute(sql, params)
-            return list(await cursor.fetchall())
+        try:
+            async with self.pool.connection() as db:
+                cursor = await db.execute(sql, params)
+                return list(await cursor.fetchall())
+        except psycopg.Error as exc:
+            if (fault := unavailable(exc)) is not None:
+                raise fault from exc
+            raise
+
+
+# SQLSTATEs by the kind of fault the contract names; any other OperationalError (a broken
+# connection, a server shutting down or starting, no connection in time) is the database
+# gone for now.
+_FAULTS = {
+    "55P03": StoreFault.LOCKED,  # lock_not_available: lock_timeout ran out
+    "40P01": StoreFault.LOCKED,  # deadlock_detected
+    "53100": StoreFault.FULL,  # disk_full
+    "XX001": StoreFault.DAMAGED,  # data_corrupted
+    "XX002": StoreFault.DAMAGED,  # index_corrupted
+}
+
+
+def unavailable(exc: psycopg.Error) -> StoreUnavailable | None:
+    """The contract's error for a failure of the database itself; None for anything else
+    (a constraint or bad SQL is a bug, and keeps its own type and traceback). A read-only
+    server (a standby, before failover) is gone for now, not damaged."""
+    state = exc.sqlstate or ""
+    if state in _FAULTS:
+        kind = _FAULTS[state]
+    elif isinstance(exc, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction):
+        kind = StoreFault.GONE
+    else:
+        return None
+    return StoreUnavailable(kind, str(exc).strip().replace("\n", " "))
 
 
 def shown(url: str) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import psycopg
 
 from mailer.keyring import ERASED_PREFIX, SECRET_BYTES
-from mailer.store.postgres.connection import Connection, Db
+from mailer.store.postgres.connection import Connection, Db, unavailable
 from mailer.store.rows import Bounce, Purged
 
 # As SQLite's: ended (or deleted) before the cutoff, nothing left to send, saved since.
@@ -104,10 +104,15 @@ class Privacy(Connection):
     async def _vacuum(self) -> None:
         """Outside any transaction (VACUUM refuses to run in one): pool connections are in
         autocommit mode."""
-        async with self.pool.connection() as db:
-            # Not the tables' owner: autovacuum will come by.
-            with contextlib.suppress(psycopg.Error):
-                await db.execute("VACUUM events, deliveries, attempts, event_files, blobs")
+        try:
+            async with self.pool.connection() as db:
+                # Not the tables' owner: autovacuum will come by.
+                with contextlib.suppress(psycopg.Error):
+                    await db.execute("VACUUM events, deliveries, attempts, event_files, blobs")
+        except psycopg.Error as exc:  # no connection to lend: said as `transaction` says it
+            if (fault := unavailable(exc)) is not None:
+                raise fault from exc
+            raise
 
 
 async def _erase(db: Db, event: str, *, erase: Callable[[str], str], now: float) -> None:

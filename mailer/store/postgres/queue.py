@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailer.delivery import DeliveryState
 from mailer.store.contract import TURN_AHEAD_MAX_S
-from mailer.store.leases import LEASE_S, Node
+from mailer.store.leases import Node
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import Attempt, Claimed, Narrow
@@ -74,11 +74,11 @@ class Queue(Connection):
             return cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: its leases hold until `now + LEASE_S` (one statement for all)."""
+        """This node lives: its leases hold until `now + lease_s` (one statement for all)."""
         async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE deliveries SET lease_until = %s WHERE state = 'sending' AND leased_by = %s",
-                (now + LEASE_S, self.node.id),
+                (now + self.node.lease_s, self.node.id),
             )
             return cursor.rowcount
 
@@ -113,6 +113,14 @@ class Queue(Connection):
             )
             await announce(db, self.node, "queue")  # another node may send them now
 
+    async def release_held(self) -> int:
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE deliveries SET {_REQUEUED} WHERE state = 'sending' AND leased_by = %s",
+                (self.node.id,),
+            )
+            return cursor.rowcount
+
     async def next_due(self) -> float | None:
         rows = await self._rows(
             f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL} AND {NOT_HELD}"
@@ -142,7 +150,7 @@ class Queue(Connection):
             "now": now,
             "limit": limit,
             "node": self.node.id,
-            "until": now + LEASE_S,
+            "until": now + self.node.lease_s,
         }
         narrow = ""
         if only is not None:
@@ -202,34 +210,39 @@ class Queue(Connection):
                         done.set_result(None)
 
     async def record_now(self, attempts: Sequence[Attempt]) -> None:
-        """Record outcomes in one transaction, now (what a failed step left over). Rows in
-        id order, as every multi-row write here, so two writers cannot deadlock."""
+        """Record outcomes in one transaction, now (what a failed step left over). Each
+        attempt is kept in the log; a delivery's state changes only while this node holds
+        its lease: one that ran out and went to another node is that node's now.
+
+        Two statements over arrays, not `executemany`: psycopg pipelines that, and a node
+        frozen between two statements of a pipeline (SIGSTOP) left the server waiting for
+        the rest with the rows locked and no `idle_in_transaction_session_timeout` armed
+        (it arms only once the server has answered everything sent), so no other node
+        could send them until the frozen one woke. Rows in id order, so that two writers
+        cannot deadlock."""
         ordered = sorted(attempts, key=lambda a: a.delivery)
-        async with self.transaction() as db, db.cursor() as cursor:
-            await cursor.executemany(
-                "INSERT INTO attempts (delivery, at, verdict, code, reply) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                [(a.delivery, a.at, a.verdict, a.code, a.reply) for a in ordered],
-            )
-            await cursor.executemany(
-                "UPDATE deliveries SET state = %(state)s, attempts = %(attempts)s, "
-                "last_reply = %(reply)s, "
-                "next_attempt = COALESCE(%(next)s::double precision, next_attempt), "
-                "first_attempt = COALESCE(first_attempt, %(at)s), "
-                "sent_at = CASE WHEN %(state)s = 'sent' THEN %(at)s ELSE sent_at END "
-                "WHERE id = %(id)s",
-                [
-                    {
-                        "state": a.state.value,
-                        "attempts": a.attempts,
-                        "reply": a.reply,
-                        "next": a.next_attempt,
-                        "at": a.at,
-                        "id": a.delivery,
-                    }
-                    for a in ordered
-                ],
-            )
+        ids = [a.delivery for a in ordered]
+        ats = [a.at for a in ordered]
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO attempts (delivery, at, verdict, code, reply) SELECT * FROM "
+                "unnest(%s::bigint[], %s::float8[], %s::text[], %s::int[], %s::text[])",
+                (ids, ats, [a.verdict for a in ordered], [a.code for a in ordered],
+                 [a.reply for a in ordered]),
+            )  # fmt: skip
+            await db.execute(
+                """UPDATE deliveries d SET state = v.state, attempts = v.attempts,
+                    last_reply = v.reply, next_attempt = COALESCE(v.next, d.next_attempt),
+                    first_attempt = COALESCE(d.first_attempt, v.at),
+                    sent_at = CASE WHEN v.state = 'sent' THEN v.at ELSE d.sent_at END
+                FROM (SELECT * FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::text[],
+                        %s::float8[], %s::float8[]) AS u(id, state, attempts, reply, next, at)
+                      ORDER BY id) AS v
+                WHERE d.id = v.id AND d.state = 'sending' AND d.leased_by = %s""",
+                (ids, [a.state.value for a in ordered], [a.attempts for a in ordered],
+                 [a.reply for a in ordered], [a.next_attempt for a in ordered], ats,
+                 self.node.id),
+            )  # fmt: skip
 
     async def set_state(self, ids: Sequence[int], state: DeliveryState, *, reply: str) -> None:
         """End deliveries without an attempt (cancelled: the event no longer wants them)."""

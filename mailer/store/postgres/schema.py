@@ -96,7 +96,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     (
-        # SPEC §10, as SQLite's schema 9 (this is PostgreSQL's 6): calendar identity, `hold`.
+        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
+        # (SQLite's schema 9; this is PostgreSQL's 6).
+        # A row is written at a node's start and each heartbeat; a clean stop deletes it.
+        """CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started DOUBLE PRECISION NOT NULL,    -- unix seconds
+            last_seen DOUBLE PRECISION NOT NULL,  -- its last heartbeat
+            planner BOOLEAN NOT NULL DEFAULT FALSE
+        )""",
+    ),
+    (
+        # SPEC §10, as SQLite's schema 10 (this is PostgreSQL's 7): calendar identity, `hold`.
         """CREATE TABLE calendars (
             event TEXT PRIMARY KEY,
             sequence INTEGER NOT NULL DEFAULT 0,
@@ -109,9 +122,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE events ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE",
     ),
 )
-# pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses
-# (the planner's election, a later step, takes another).
+# pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses.
 MIGRATION_LOCK = 0x6D61696C_0001
+# pg_try_advisory_lock's key for the planner's election (SPEC §9), held by a session.
+PLANNER_LOCK = 0x6D61696C_0002
 
 
 async def version_of(db: AsyncConnection) -> int | None:

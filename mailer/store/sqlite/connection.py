@@ -16,7 +16,7 @@ import aiosqlite
 
 from mailer.errors import ConfigError
 from mailer.store.leases import Node
-from mailer.store.rows import DatabaseGone
+from mailer.store.rows import DatabaseGone, StoreFault, StoreUnavailable
 from mailer.store.sqlite.schema import (
     MIGRATIONS,
     PRAGMAS,
@@ -61,7 +61,7 @@ class Connection:
                 await migrate(tx)
         except BaseException as exc:
             await db.close()
-            if isinstance(exc, OSError | aiosqlite.Error):
+            if isinstance(exc, OSError | aiosqlite.Error | StoreUnavailable):
                 raise _unusable(path, exc) from exc
             raise
         return store
@@ -124,8 +124,10 @@ class Connection:
                 await self.db.execute("BEGIN IMMEDIATE")
                 yield self.db
                 await self.db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 await asyncio.shield(self._rollback())
+                if (fault := unavailable(exc)) is not None:
+                    raise fault from exc
                 raise
 
     async def _rollback(self) -> None:
@@ -136,8 +138,13 @@ class Connection:
             await self.db.execute("ROLLBACK")
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._lock, self.db.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        try:
+            async with self._lock, self.db.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except aiosqlite.Error as exc:
+            if (fault := unavailable(exc)) is not None:
+                raise fault from exc
+            raise
 
 
 async def _connect(
@@ -175,11 +182,23 @@ async def _execute_when_free(
             await asyncio.sleep(0.02)
 
 
-def is_damaged(exc: BaseException) -> bool:
-    """A database that can never work again as it is (not a database, malformed, read-only):
-    the service stops with one line rather than retrying forever."""
+# SQLite's result codes (sqlite_errorname, extended codes by prefix) by the kind of fault
+# the contract names; any other OperationalError is the database failing us for now.
+_FAULTS = (
+    (("SQLITE_BUSY", "SQLITE_LOCKED"), StoreFault.LOCKED),
+    (("SQLITE_FULL",), StoreFault.FULL),
+    (("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY"), StoreFault.DAMAGED),
+)
+
+
+def unavailable(exc: BaseException) -> StoreUnavailable | None:
+    """The contract's error for a failure of the database itself; None for anything else
+    (a constraint or a misused API is a bug, and keeps its own type and traceback)."""
+    if not isinstance(exc, aiosqlite.OperationalError) and type(exc) is not aiosqlite.DatabaseError:
+        return None
     name = getattr(exc, "sqlite_errorname", "")
-    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_READONLY"))
+    kind = next((k for names, k in _FAULTS if name.startswith(names)), StoreFault.GONE)
+    return StoreUnavailable(kind, str(exc))
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -14,7 +14,7 @@ import aiosqlite
 
 from mailer.keyring import ERASED_PREFIX, SECRET_BYTES
 from mailer.store.rows import Bounce, Purged
-from mailer.store.sqlite.connection import Connection
+from mailer.store.sqlite.connection import Connection, unavailable
 
 # Events whose personal data is due for erasure (SPEC §13): ended (or deleted) before the
 # cutoff, with nothing left to send, and something saved since their last purge.
@@ -113,8 +113,13 @@ class Privacy(Connection):
     async def _rewrite(self) -> None:
         """The file rewritten and the WAL emptied: no erased text left in free space."""
         async with self._lock:
-            await self.db.execute("VACUUM")
-            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                await self.db.execute("VACUUM")  # needs room for a copy: may find the disk full
+                await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except aiosqlite.Error as exc:  # outside `transaction`: said as it would say it
+                if (fault := unavailable(exc)) is not None:
+                    raise fault from exc
+                raise
 
 
 async def _erase(

@@ -11,7 +11,7 @@ import aiosqlite
 
 from mailer.delivery import DeliveryState
 from mailer.store.contract import TURN_AHEAD_MAX_S
-from mailer.store.leases import LEASE_S, Node
+from mailer.store.leases import Node
 from mailer.store.rows import Attempt, Claimed, Narrow
 from mailer.store.sqlite.connection import Connection
 
@@ -67,11 +67,11 @@ class Queue(Connection):
             return taken + cursor.rowcount
 
     async def renew_leases(self, now: float) -> int:
-        """This node lives: its leases hold until `now + LEASE_S` (one statement for all)."""
+        """This node lives: its leases hold until `now + lease_s` (one statement for all)."""
         async with self.transaction() as db:
             cursor = await db.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE state = 'sending' AND leased_by = ?",
-                (now + LEASE_S, self.node.id),
+                (now + self.node.lease_s, self.node.id),
             )
             return cursor.rowcount
 
@@ -102,6 +102,14 @@ class Queue(Connection):
                 [(i, self.node.id) for i in ids],
             )
 
+    async def release_held(self) -> int:
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                f"UPDATE deliveries SET {_REQUEUED} WHERE state = 'sending' AND leased_by = ?",
+                (self.node.id,),
+            )
+            return cursor.rowcount
+
     async def next_due(self) -> float | None:
         rows = await self._rows(
             f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL} AND {NOT_HELD}"
@@ -130,7 +138,7 @@ class Queue(Connection):
             "now": now,
             "limit": limit,
             "node": self.node.id,
-            "until": now + LEASE_S,
+            "until": now + self.node.lease_s,
         }
         narrow = ""
         if only is not None:
@@ -188,7 +196,9 @@ class Queue(Connection):
                         done.set_result(None)
 
     async def record_now(self, attempts: Sequence[Attempt]) -> None:
-        """Record outcomes in one transaction, now (what a failed step left over)."""
+        """Record outcomes in one transaction, now (what a failed step left over). Each
+        attempt is kept in the log; a delivery's state changes only while this node holds
+        its lease: one that ran out and went to another node is that node's now."""
         async with self.transaction() as db:
             await db.executemany(
                 "INSERT INTO attempts (delivery, at, verdict, code, reply) VALUES (?, ?, ?, ?, ?)",
@@ -198,7 +208,8 @@ class Queue(Connection):
                 "UPDATE deliveries SET state = :state, attempts = :attempts, "
                 "last_reply = :reply, next_attempt = COALESCE(:next, next_attempt), "
                 "first_attempt = COALESCE(first_attempt, :at), "
-                "sent_at = CASE WHEN :state = 'sent' THEN :at ELSE sent_at END WHERE id = :id",
+                "sent_at = CASE WHEN :state = 'sent' THEN :at ELSE sent_at END "
+                "WHERE id = :id AND state = 'sending' AND leased_by = :node",
                 [
                     {
                         "state": a.state.value,
@@ -207,6 +218,7 @@ class Queue(Connection):
                         "next": a.next_attempt,
                         "at": a.at,
                         "id": a.delivery,
+                        "node": self.node.id,
                     }
                     for a in attempts
                 ],

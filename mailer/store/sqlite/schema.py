@@ -110,9 +110,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
     ),
     (
-        # SPEC §10: each event's calendar identity. SEQUENCE only grows (announce adds one);
-        # `announced` and `previous` are the facts (notices.Facts, JSON) of this revision
-        # and the one before, `pending` a change waiting until `settle_at` to be announced.
+        # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
+        # (schema 9; PostgreSQL's 6).
+        # A row is written at a node's start and each heartbeat; a clean stop deletes it.
+        """CREATE TABLE nodes (
+            id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            started REAL NOT NULL,    -- unix seconds
+            last_seen REAL NOT NULL,  -- its last heartbeat
+            planner INTEGER NOT NULL DEFAULT 0
+        )""",
+    ),
+    (
+        # SPEC §10 (schema 10; PostgreSQL's 7): each event's calendar identity. SEQUENCE
+        # only grows (announce adds one); `announced` and `previous` are the facts
+        # (notices.Facts, JSON) of this revision and the one before, `pending` a change
+        # waiting until `settle_at` to be announced.
         """CREATE TABLE calendars (
             event TEXT PRIMARY KEY,
             sequence INTEGER NOT NULL DEFAULT 0,
