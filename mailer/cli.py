@@ -244,15 +244,19 @@ def status(
     """Per event and mail: due time and counts per state; per recipient with MAIL."""
     import asyncio
 
-    from mailer import commands
-    from mailer.printing import print_status
+    from mailer.status import read_status
 
     settings = settings_from(config_path)
     now = SystemClock().now()
-    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name, now=now))
+    report = asyncio.run(read_status(settings, event_id=event_id, mail=mail_name, now=now))
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        # Indented for a person at a terminal; one line for a script (json's C encoder only
+        # works unindented: 0.09 s of a 0.3 s answer at 200,000 deliveries).
+        indent = 2 if sys.stdout.isatty() else None
+        click.echo(json.dumps(report, ensure_ascii=False, indent=indent))
     else:
+        from mailer.printing import print_status  # rich: only for the table
+
         print_status(report, now=now, language=settings.sender.language)
     return EXIT_OK
 

@@ -1,10 +1,11 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`send_test` (send --test), `requeue_failed` (retry), `purge_now` (purge), `read_status`
-(status), `migrate_to` (migrate), `check_events` (check), `write_previews` (preview) and
-`rehearse`; the last three are the outbox's and rehearsal.py's, named here so that the
-commands are found in one place. The engine itself knows nothing of commands.
+`send_test` (send --test), `requeue_failed` (retry), `purge_now` (purge), `migrate_to`
+(migrate), `check_events` (check), `write_previews` (preview) and `rehearse`; the last three
+are the outbox's and rehearsal.py's, named here so that the commands are found in one place.
+`status` alone is `status.read_status`: scripts poll it, and it should not import the service.
+The engine itself knows nothing of commands.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mailer.config import Settings, SmtpSettings
 from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
 from mailer.delivery import DeliveryState, Outcome
 from mailer.engine import Engine
-from mailer.errors import ConfigError, InputError, MailerError
+from mailer.errors import ConfigError, InputError, MailerError, unusable_database
 from mailer.events import Event, Mail, Recipient
 from mailer.foresight import Foresight
 from mailer.message import build_message, message_id
@@ -33,9 +34,8 @@ from mailer.outbox import Outbox, check_events, find_event, write_previews
 from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
 from mailer.retention import purge_due
-from mailer.status import status_report
 from mailer.store import Narrow, Node, Purged, Store, StoreUnavailable, is_damaged
-from mailer.store.contract import is_url, open_read_only, open_store
+from mailer.store.contract import is_url, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -48,7 +48,6 @@ __all__ = [
     "check_events",
     "migrate_to",
     "purge_now",
-    "read_status",
     "rehearse",
     "requeue_failed",
     "send_now",
@@ -98,7 +97,7 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     except StoreUnavailable as exc:
         if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
             raise
-        raise _database_error(settings, exc) from exc
+        raise unusable_database(settings.paths.database, exc) from exc
     finally:
         await store.close()
 
@@ -273,39 +272,13 @@ async def _check_asked(
         )
 
 
-async def read_status(
-    settings: Settings, *, event_id: str | None, mail: str | None, now: datetime | None = None
-) -> dict:
-    """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
-    migrates the database: a missing one is said (exit 2), not shown as empty."""
-    store = await open_read_only(settings.paths.database)
-    try:
-        return await status_report(
-            store,
-            zone=settings.sender.zone,
-            event_id=event_id,
-            mail=mail,
-            now=None if now is None else now.timestamp(),
-        )
-    except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
-        raise _database_error(settings, exc) from exc
-    finally:
-        await store.close()
-
-
-def _database_error(settings: Settings, exc: Exception) -> ConfigError:
-    return ConfigError(
-        f"the database {settings.paths.database} cannot be used: {exc}", key="paths.database"
-    )
-
-
 async def purge_now(settings: Settings, *, clock: Clock, dry_run: bool) -> Purged:
     """`mailer purge`: erase now the personal data that is due (SPEC §13)."""
     store = await open_store(settings.paths.database)
     try:
         return await purge_due(settings, store, clock=clock, dry_run=dry_run)
     except StoreUnavailable as exc:  # locked, full, the server gone: one line, not a trace
-        raise _database_error(settings, exc) from exc
+        raise unusable_database(settings.paths.database, exc) from exc
     finally:
         await store.close()
 

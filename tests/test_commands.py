@@ -17,13 +17,14 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.clock import SystemClock
-from mailer.commands import read_status, send_now
+from mailer.commands import send_now
 from mailer.config import load_settings
 from mailer.delivery import DeliveryState as S
 from mailer.engine import Engine
 from mailer.errors import ConfigError
 from mailer.logs import JsonFormatter
 from mailer.message import message_id
+from mailer.status import read_status
 from mailer.store import MIGRATIONS, Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import make_project, smtp_transport, timed_event, write_event
