@@ -25,6 +25,7 @@ from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.events import Event, Mail, Recipient, event_id_of
 from mailer.keyring import is_erased
+from mailer.notices import NOTICES, notice_mail
 from mailer.outbox import Outbox
 from mailer.planning import Reading, is_planned, plan_digest, plan_version
 from mailer.reading import Invalid, judge, read_ahead, read_for_plan, readers
@@ -315,7 +316,8 @@ class Catalog:
             await self.remove(read.id)
 
     async def _save(self, versions: list[Version]) -> None:
-        await self.store.save_valid(versions, now=self._now())
+        settle_s = self.settings.sending.change_settle.total_seconds()
+        await self.store.save_valid(versions, now=self._now(), settle_s=settle_s)
         for version in versions:
             if version.plan is not None and not version.plan.is_empty:
                 log.info("%s: plan updated: %s", version.event_id, version.plan.summary())
@@ -377,6 +379,8 @@ def _found(
     if event is None:
         return None
     mail = next((m for m in event.mails if m.name == mail_name), None)
+    if mail_name in NOTICES:  # made for its round when it is composed (announcing.py)
+        mail = notice_mail(event, mail_name, changes=(), calendar=False)
     recipient = event.by_key.get(recipient_key)
     if mail is None or recipient is None or not event.gets(recipient, mail):
         return None

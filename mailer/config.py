@@ -164,6 +164,8 @@ class SendingSettings(_Section):
     give_up_after: Duration = timedelta(days=2)
     max_lateness: Duration = timedelta(days=1)
     shutdown_grace: Duration = timedelta(seconds=10)
+    # SPEC §10: an organiser saves several times; their changes become one notice.
+    change_settle: Duration = timedelta(minutes=10)
     # How long a claim of a node that stopped renewing it (killed, frozen, cut off) holds
     # before another node sends it (SPEC §9: 30 s). Shorter: a frozen node's mail goes out
     # sooner, and a node paused longer than this (a slow disk, a long GC) may see a message

@@ -19,6 +19,7 @@ from typing import Any
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailer.announcing import announce_settled
 from mailer.bounces import BounceReader
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
@@ -129,7 +130,10 @@ class Engine:
 
     async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> StepResult:
         """Send everything due now; how each delivery ended. Tests call this directly with a
-        steered clock; `due_by` makes one pass up to that instant (`mailer send`)."""
+        steered clock; `due_by` makes one pass up to that instant (`mailer send`). Changes
+        that have settled are announced first, so their notices go out in this step."""
+        domain = self.settings.sender.message_id_domain
+        await announce_settled(self.store, now=self.now(), domain=domain)
         return await self.sender.step(only=only, due_by=due_by)
 
     # -- running --------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from mailer.workdays import SWEDISH, DaysOff
 # load_toml lives in toml_text.py; it stays importable from here, as it long was.
 __all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "load_toml", "parse_event"]
 
+# SPEC §10's switches: cancelled (calendar-relevant), hold and notify_changes (not).
+SWITCHES = ("cancelled", "hold", "notify_changes")
 EVENT_ID = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 # Keys with a meaning; every other top-level key is free data for the templates.
 EVENT_KEYS = frozenset(
@@ -40,6 +42,7 @@ EVENT_KEYS = frozenset(
         "program",
         "recipients",
         "mail",
+        *SWITCHES,
         "text",  # [text.<lang>]: texts per language (texts.py, SPEC §14)
         "from_name",
     )
@@ -71,6 +74,9 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     recipients: tuple[Recipient, ...] = ()
     mails: tuple[Mail, ...] = ()
+    cancelled: bool = False
+    hold: bool = False
+    notify_changes: bool = True
     texts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [text.<lang>]
     from_name: str | None = None  # the display name of From for this event (SPEC §14)
 
@@ -165,6 +171,7 @@ def parse_event(
     organiser = _organiser(doc.get("organiser"), problems=problems)
     timeline = _timeline(doc, defaults, problems=problems)
     mails = _mails(doc, table, recipients, timeline, source=source, problems=problems)
+    switches = _switches(doc, problems=problems)
     problems.raise_if_any()
     assert timeline is not None
     return Event(
@@ -182,9 +189,22 @@ def parse_event(
         data=data,
         recipients=recipients,
         mails=tuple(mails),
+        **switches,
         texts=texts,
         from_name=text["from_name"] or None,
     )
+
+
+def _switches(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, bool]:
+    """`cancelled`, `hold` and `notify_changes`: true or false (SPEC §10)."""
+    found = {}
+    for key in SWITCHES:
+        if key in doc:
+            if isinstance(doc[key], bool):
+                found[key] = doc[key]
+            else:
+                problems.add(key, f"expected true or false, got {doc[key]!r}")
+    return found
 
 
 def _check_id(source: Path, *, problems: Collector) -> None:

@@ -2,13 +2,15 @@
 
 The store is opened read-only (as `status` opens it: never created, migrated or written), and
 each valid file is planned against its stored deliveries by the one planner
-(`planning.edit_effect`): mails re-timed, deliveries added and cancelled. Without a database,
+(`planning.edit_effect`): mails re-timed, deliveries added and cancelled, and the update or
+cancellation notices its calendar change would send (as announcing queues them). Without a database,
 or for an event the service has never planned, there is nothing to compare with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +20,8 @@ from zoneinfo import ZoneInfo
 from mailer.config import Settings
 from mailer.dates import weekday_time
 from mailer.errors import MailerError
-from mailer.planning import EditEffect, edit_effect, read_version
+from mailer.notices import Facts, notice_kind, told_by
+from mailer.planning import EditEffect, Reading, edit_effect, read_version
 from mailer.sources import Loaded
 from mailer.store import Store, StoreUnavailable
 from mailer.store.contract import is_url, open_read_only
@@ -64,11 +67,31 @@ class Foresight:
 
     async def _effect(self, store: Store, loaded: Loaded) -> EditEffect | None:
         row = (await store.events()).get(loaded.id)
-        if row is None or row.digest is None:
+        if row is None or row.digest is None or loaded.event is None:
             return None
         stored = await store.stored_deliveries(loaded.id)
         reading = read_version(loaded, self.settings)
-        return edit_effect(reading, stored, in_force=row.mails)
+        notices = await _notices(store, reading, people=set(loaded.event.by_key))
+        return edit_effect(reading, stored, in_force=row.mails, notices=notices)
+
+
+async def _notices(
+    store: Store, reading: Reading, *, people: set[str]
+) -> tuple[tuple[str, str], ...]:
+    """The notices saving the file would queue once its change settles, by announcing's rule
+    (SPEC §10): none if its calendar facts are those last announced (an edit undone, or only
+    the description changed) or with `notify_changes = false`. Only `people` of the file are
+    told: a notice to someone no longer in it is cancelled when it is due (catalog.find)."""
+    version = reading.version
+    calendar = await store.calendar(reading.event_id)
+    if calendar is None or version.facts is None or not version.notify:
+        return ()
+    if version.facts == calendar.announced:
+        return ()
+    kind = notice_kind(Facts.from_json(calendar.announced), Facts.from_json(version.facts))
+    with_calendar = [m["name"] for m in json.loads(version.mails) if m.get("calendar")]
+    told = await store.recipients_told(reading.event_id, told_by(kind, with_calendar))
+    return tuple((kind, person) for person in sorted(told) if person in people)
 
 
 def effect_document(effect: EditEffect, zone: ZoneInfo) -> dict[str, Any]:
@@ -101,7 +124,8 @@ def effect_lines(effect: EditEffect, zone: ZoneInfo, *, language: str, named: in
         f"({r.deliveries} waiting {'delivery moves' if r.deliveries == 1 else 'deliveries move'})"
         for r in effect.retimed
     ]
-    for verb, pairs in (("adds", effect.added), ("cancels", effect.cancelled)):
+    changes = (("adds", effect.added), ("cancels", effect.cancelled), ("sends", effect.notices))
+    for verb, pairs in changes:
         for mail in sorted({m for m, _ in pairs}):
             people = [r for m, r in pairs if m == mail]
             more = f" and {len(people) - named} more" if len(people) > named else ""

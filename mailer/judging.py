@@ -13,6 +13,7 @@ from mailer.dates import is_date
 from mailer.errors import InputError
 from mailer.events import Event, Mail
 from mailer.languages import is_served, no_templates, unserved_notes
+from mailer.notices import NOTICES, notice_mail
 from mailer.sandbox import loader
 from mailer.subjects import Subjects, no_subject
 from mailer.template_faults import report_faults
@@ -52,7 +53,22 @@ class TemplateJudge:
                 problems.append(missing)
             else:
                 problems += unmet_needs(event, mail, facts[mail.template])
-        return problems + _text_dates(event, facts), unserved_notes(event, there)
+        notes = unserved_notes(event, there) + self._notice_notes(event)
+        return problems + _text_dates(event, facts), notes
+
+    def _notice_notes(self, event: Event) -> list[str]:
+        """A note for each notice (SPEC §10) the event may send whose template is nowhere:
+        the notice would fail when its change settles, long after `check` said nothing."""
+        if not event.notify_changes or not event.mails:
+            return []
+        kinds = NOTICES if any(m.calendar for m in event.mails) else NOTICES[1:]
+        where = self._folder.show(self._folder.templates_dir)
+        return [
+            f'{event.source}: no "{kind}" template in {where}: if the event changes, its '
+            f"{kind} emails cannot be written (mailer ships one in sv and en)"
+            for kind in kinds
+            if self.find_template(event, notice_mail(event, kind, changes=(), calendar=False))
+        ]
 
     def find_template(self, event: Event, mail: Mail) -> InputError | None:
         """Why the mail's template is in no language it may go out in, or None if it is
@@ -103,7 +119,6 @@ class TemplateJudge:
             self._sound[folder, mail.template] = any("subject" in t.blocks for t in found)
         if mail.subject is None and not self._sound[folder, mail.template]:
             raise no_subject(event, mail)
-
 
 
 def _text_dates(event: Event, facts: dict[str, Facts]) -> list[InputError]:

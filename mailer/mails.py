@@ -23,6 +23,8 @@ MAIL_KEYS = frozenset(
 FLAT_RULE = "a single-file event's files lie beside it in the schedules folder"
 FLAT_HINT = "(give the event a folder of its own for more)"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# The notices mailer sends itself when an event changes (SPEC §10): deliveries by these names.
+NOTICES = ("update", "cancellation")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Mail:
     attach: tuple[Path, ...] = ()
     calendar: bool = False
     language: str | None = None
+    # A notice's (SPEC §10): what changed, {"what", "old", "new"}, for its template.
+    changes: tuple[dict[str, Any], ...] = ()
 
     @property
     def key(self) -> str:
@@ -148,6 +152,8 @@ def parse_mail(
     check_keys(entry, MAIL_KEYS, prefix=key, problems=problems)
     if not isinstance(name, str) or not NAME.match(name):
         problems.add(f"{key}.name", f"required: a name of letters, digits, - or _, got {name!r}")
+    elif name in NOTICES:
+        problems.add(f"{key}.name", f'"{name}" is the notice mailer sends when the event changes')
     template = _template(entry.get("template", name), key=key, problems=problems)
     to = _groups(entry.get("to", ["all"]), known=groups, key=f"{key}.to", problems=problems)
     due = timeline.resolve(entry.get("send_at"), key=f"{key}.send_at", problems=problems)

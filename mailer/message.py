@@ -23,6 +23,8 @@ from mailer.headers import mailbox, unstructured
 from mailer.recipients import CONTROL
 from mailer.render import Rendered
 
+# A file name that needs no encoding in a MIME parameter (a calendar file's `<event-id>.ics`).
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
 # Any line end a template or a text left: a lone CR or LF becomes CRLF on the wire.
 _LINE_END = re.compile(r"\r\n?|\n")
 
@@ -44,6 +46,7 @@ class Attachment:
     filename: str
     data: bytes
     charset: str | None = None  # of a text file, so a mail reader decodes it as written
+    method: str | None = None  # of a calendar file: Outlook takes an invitation by it
 
     @property
     def mime_type(self) -> tuple[str, str]:
@@ -55,6 +58,8 @@ class Attachment:
     def part(self) -> bytes:
         """The MIME part, encoded and flattened once: every recipient's message carries the
         same bytes, so a 200 KB report costs one encoding per mail, not ~9 ms per recipient."""
+        if self.method is not None and _PLAIN_NAME.match(self.filename):
+            return self._calendar_part()
         part = MIMEPart(policy=policy.SMTP)
         maintype, subtype = self.mime_type
         part.set_content(
@@ -63,9 +68,28 @@ class Attachment:
             subtype=subtype,
             disposition="attachment",
             filename=self.filename,
-            params={"charset": self.charset} if self.charset else None,
+            params=self._params or None,
         )
         return part.as_bytes(policy=policy.SMTP).rstrip(b"\r\n")
+
+    def _calendar_part(self) -> bytes:
+        """A calendar file's part written directly: it differs per recipient (its ATTENDEE,
+        SPEC §10), and `MIMEPart` took ~420 µs of it per message, this ~15 µs. Its name is
+        `<event-id>.ics`, plain ASCII: no parameter needs encoding."""
+        maintype, subtype = self.mime_type
+        params = "".join(f'; {name}="{value}"' for name, value in self._params.items())
+        body = binascii.b2a_base64(self.data, newline=False)
+        lines = b"\r\n".join(body[i : i + 76] for i in range(0, len(body), 76))
+        return (
+            f"Content-Type: {maintype}/{subtype}{params}\r\n"
+            "Content-Transfer-Encoding: base64\r\n"
+            f'Content-Disposition: attachment; filename="{self.filename}"\r\n\r\n'
+        ).encode() + lines
+
+    @property
+    def _params(self) -> dict[str, str]:
+        params = {"charset": self.charset} if self.charset else {}
+        return params | ({"method": self.method} if self.method else {})
 
 
 def message_id(event_id: str, mail_name: str, recipient_key: str, *, domain: str) -> str:
@@ -89,6 +113,7 @@ def build_message(
     mid: str | None = None,
 ) -> bytes:
     """One message to one person, as the bytes that go on the wire (CRLF line ends).
+    `mid`: the delivery's stored Message-ID (a notice's names its round), else the mail's.
 
     To holds that recipient alone; text (and HTML) as quoted-printable UTF-8; attachments
     as parts flattened once per mail. Written directly rather than through `EmailMessage`,

@@ -19,7 +19,7 @@ from mailer.advice import day_off_notes, untranslated_notes
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
-from mailer.ics import calendar_attachment
+from mailer.ics import REQUEST, Identity, calendar_file, with_attendee
 from mailer.message import Attachment, Sender, build_message, parse_message
 from mailer.render import Rendered, Renderer
 from mailer.rendering import RenderPool
@@ -64,28 +64,54 @@ class Outbox:
             renderer.templates_dir, default_language=renderer.default_language, size=renderers
         )
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
-        self._ics: dict[tuple[str, str, str], tuple[Attachment, ...]] = {}  # files + .ics
+        # Each calendar file without its ATTENDEE, per (event, mail, language, identity).
+        self._calendars: dict[tuple[str, str, str, Identity], Attachment] = {}
         self._stored: dict[str, dict[str, bytes]] = {}  # event -> its files as checked
 
     async def compose_async(
-        self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        *,
+        now: datetime,
+        identity: Identity | None = None,
+        mid: str | None = None,
     ) -> bytes:
-        """`compose` for the service: the event loop goes on while a worker renders."""
+        """`compose` for the service: the event loop goes on while a worker renders; `mid`
+        is the delivery's Message-ID."""
         rendered = await self.pool.render(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity, mid=mid)
 
-    def compose(self, event: Event, mail: Mail, recipient: Recipient, *, now: datetime) -> bytes:
+    def compose(
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        *,
+        now: datetime,
+        identity: Identity | None = None,
+    ) -> bytes:
         """The message `recipient` gets for `mail`; raises MailerError if it cannot be made.
-        Blocks while a worker renders, at most its deadline (`check`, `preview`)."""
+        Blocks while a worker renders, at most its deadline (`check`, `preview`).
+        `identity`: the calendar file's SEQUENCE and METHOD (SPEC §10; the first by default)."""
         rendered = self.pool.render_now(event, mail, recipient)
-        return self._build(event, mail, recipient, rendered, now=now)
+        return self._build(event, mail, recipient, rendered, now=now, identity=identity, mid=None)
 
     def close(self) -> None:
         """End the rendering workers."""
         self.pool.close()
 
     def _build(
-        self, event: Event, mail: Mail, recipient: Recipient, rendered: Rendered, *, now: datetime
+        self,
+        event: Event,
+        mail: Mail,
+        recipient: Recipient,
+        rendered: Rendered,
+        *,
+        now: datetime,
+        identity: Identity | None,
+        mid: str | None,
     ) -> bytes:
         return build_message(
             event,
@@ -93,19 +119,41 @@ class Outbox:
             recipient,
             rendered,
             sender=self.sender_for(event),
-            attachments=self.attachments(event, mail, now=now, language=rendered.language),
+            attachments=self.attachments(
+                event,
+                mail,
+                now=now,
+                language=rendered.language,
+                identity=identity,
+                attendee=recipient,
+            ),
             now=now,
+            mid=mid,
         )
+
+    def identity(self, sequence: int = 0, *, method: str = REQUEST) -> Identity:
+        """The calendar identity of a revision; the sender is the ORGANIZER of an event that
+        names none (iTIP requires one)."""
+        return Identity(sequence, method, self.sender.name, self.sender.address)
 
     def sender_for(self, event: Event) -> Sender:
         """`sender.from`, with the event's `from_name` as its display name if it has one."""
         return dataclasses.replace(self.sender, name=event.from_name or self.sender.name)
 
     def attachments(
-        self, event: Event, mail: Mail, *, now: datetime, language: str = ""
+        self,
+        event: Event,
+        mail: Mail,
+        *,
+        now: datetime,
+        language: str = "",
+        identity: Identity | None = None,
+        attendee: Recipient | None = None,
     ) -> tuple[Attachment, ...]:
         """The mail's files, read once and shared by every recipient's message, and its .ics
-        in `language` (made once per language: its [text.<lang>] may differ)."""
+        in `language` (its [text.<lang>] may differ) at `identity`'s SEQUENCE and METHOD
+        (SPEC §10; the first by default), naming `attendee`: made once per language and
+        revision, the ATTENDEE line per message."""
         key = (event.id, mail.name)
         if key not in self._files:
             self._files[key] = tuple(
@@ -113,12 +161,23 @@ class Outbox:
             )
         if not mail.calendar:
             return self._files[key]
-        with_ics = (event.id, mail.name, language)
-        if with_ics not in self._ics:
+        ics = self._calendar(event, mail, now=now, language=language, identity=identity)
+        return (*self._files[key], with_attendee(ics, attendee))
+
+    def _calendar(
+        self, event: Event, mail: Mail, *, now: datetime, language: str, identity: Identity | None
+    ) -> Attachment:
+        """The mail's calendar file in `language` without its ATTENDEE, made once per
+        revision; an earlier revision's are dropped."""
+        identity = identity or self.identity()
+        key = (event.id, mail.name, language, identity)
+        if key not in self._calendars:
+            self._calendars = {
+                k: v for k, v in self._calendars.items() if k[:2] != key[:2] or k[3] == identity
+            }
             shown, domain = event.in_language(language), self.sender.message_id_domain
-            ics = calendar_attachment(shown, domain=domain, now=now)
-            self._ics[with_ics] = (*self._files[key], ics)
-        return self._ics[with_ics]
+            self._calendars[key] = calendar_file(shown, domain=domain, now=now, identity=identity)
+        return self._calendars[key]
 
     def _bytes_of(self, event: Event, mail: Mail, path: Path) -> bytes:
         """As stored with the version in force; else from the folder (`check`, `preview`,
@@ -144,7 +203,7 @@ class Outbox:
     def forget(self, event_id: str) -> None:
         """Drop the files of an event that changed or is no longer held."""
         self._files = {k: v for k, v in self._files.items() if k[0] != event_id}
-        self._ics = {k: v for k, v in self._ics.items() if k[0] != event_id}
+        self._calendars = {k: v for k, v in self._calendars.items() if k[0] != event_id}
         self._stored.pop(event_id, None)
 
     def check(self, event: Event, *, now: datetime) -> list[MailerError]:

@@ -15,16 +15,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import Settings
 from mailer.events import Event
 from mailer.keyring import is_erased
+from mailer.notices import NOTICES, Facts
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
 from mailer.store.rows import EventRow, File, Version
+
+# Part of every plan digest: changed when what a plan stores grows, so that the first start of
+# a new mailer plans every event once. "calendar": SPEC §10's facts and `calendar` per mail,
+# without which an event planned before would take its first move as its first revision.
+PLANNED_WITH = "calendar"
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,13 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
     event = loaded.event
     assert event is not None, "only a valid event is planned"
     mails = [
-        {"name": m.name, "due": m.due.timestamp(), "expires": m.expires.timestamp(), "to": m.to}
+        {
+            "name": m.name,
+            "due": m.due.timestamp(),
+            "expires": m.expires.timestamp(),
+            "to": m.to,
+            "calendar": m.calendar,
+        }
         for m in event.mails
     ]
     version = Version(
@@ -62,13 +74,22 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
         loaded.toml,
         loaded.csv,
         json.dumps(mails),
+        facts=Facts.of(event).to_json(),
+        held=event.hold,
+        notify=event.notify_changes,
         files=tuple(
             File(name, hashlib.sha256(data).hexdigest(), data)
             for name, data in sorted(loaded.files.items())
         ),
         ends=event.ends.timestamp(),
     )
-    wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
+    # A cancelled event wants nothing: its pending mails are cancelled, and brought back
+    # (revived) when the key is removed (SPEC §10).
+    wanted = (
+        []
+        if event.cancelled
+        else wanted_deliveries(event, domain=settings.sender.message_id_domain)
+    )
     return Reading(version, wanted, event if keep_event else None)
 
 
@@ -77,7 +98,7 @@ def plan_digest(content_digest: str, settings: Settings) -> str:
     sending, sender = settings.sending, settings.sender
     basis = (
         f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}|{sender.holidays}"
+        f"{sender.message_id_domain}|{sender.holidays}|{PLANNED_WITH}"
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
@@ -91,17 +112,18 @@ def is_planned(digest: str, row: EventRow | None) -> bool:
 
 
 def plan_version(
-    reading: Reading, stored: Sequence[Stored], *, erase: Callable[[str], str] | None = None
+    reading: Reading, stored: Iterable[Stored], *, erase: Callable[[str], str] | None = None
 ) -> Version:
     """The version to keep, carrying the plan that makes the stored deliveries match it.
 
     `erase` (keyring.Keyring.erased) when some stored deliveries had their address erased
     (SPEC §13): a person of the event file whose erased address is stored is that delivery,
     not a new one, so an event that comes back after its purge plans no duplicate."""
+    own = [s for s in stored if s.mail not in NOTICES]  # notices are announce()'s, not planned
     wanted = reading.wanted
     if erase is not None:
-        wanted = with_erased(wanted, stored, erase)
-    plan = plan_event(reading.event_id, wanted, stored)
+        wanted = with_erased(wanted, own, erase)
+    plan = plan_event(reading.event_id, wanted, own)
     return dataclasses.replace(reading.version, plan=plan)
 
 
@@ -135,8 +157,8 @@ class EditEffect:
     retimed: tuple[Retimed, ...] = ()
     added: tuple[tuple[str, str], ...] = ()  # (mail, recipient) that would be planned
     cancelled: tuple[tuple[str, str], ...] = ()  # (mail, recipient) waiting, then not sent
-    # The update and cancellation notices saving it would send (SPEC §10). Planning them is
-    # the calendar-notices work of issue 15; when it lands, `edit_effect` asks it here.
+    # (notice, recipient): the update or cancellation saving it would send once the change
+    # settles (SPEC §10), as announcing.announce_settled would queue it (foresight.py).
     notices: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -144,11 +166,18 @@ class EditEffect:
         return not (self.retimed or self.added or self.cancelled or self.notices)
 
 
-def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) -> EditEffect:
+def edit_effect(
+    reading: Reading,
+    stored: Iterable[Stored],
+    *,
+    in_force: str,
+    notices: tuple[tuple[str, str], ...] = (),
+) -> EditEffect:
     """The difference between the version in force (its mails as the store keeps them,
     `in_force`, JSON) and the file as read now: planned by `plan_event`, the one planner, so
-    `check` says exactly what the service would do with the file."""
-    stored = list(stored)
+    `check` says exactly what the service would do with the file. Stored notices are not the
+    planner's (plan_version leaves them out too); `notices` are those the change would send."""
+    stored = [s for s in stored if s.mail not in NOTICES]
     plan = plan_event(reading.event_id, reading.wanted, stored)
     by_id = {s.id: s for s in stored}
     moved = [by_id[r.id].mail for r in plan.retimes]
@@ -161,4 +190,4 @@ def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) ->
     brought_back = [(by_id[r.id].mail, by_id[r.id].recipient) for r in plan.revives]
     added = sorted([(w.mail, w.recipient) for w in plan.inserts] + brought_back)
     cancelled = sorted((by_id[i].mail, by_id[i].recipient) for i in plan.cancels)
-    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled))
+    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled), notices)

@@ -227,6 +227,8 @@ def _title(event: dict[str, Any]) -> Text:
     title = shown(f"{event['id']}: {event['title'] or event['file']}")
     if event["removed"]:
         title.append(" (file removed; history kept)")
+    if event.get("held"):
+        title.append_text(Text(" (held: hold = true, nothing is sent)", "yellow"))
     if event["error"]:
         state = "the last valid version is in force" if event["in_force"] else "not in force"
         title.append_text(Text.assemble("\n", (f"invalid; {state}:", "red"), " "))

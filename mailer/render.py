@@ -78,6 +78,7 @@ def build_context(event: Event, mail: Mail, recipient: Recipient, language: str)
             "language": language,
         },
         "lang": language,
+        "changes": [dict(change) for change in mail.changes],
     }
 
 

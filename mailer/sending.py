@@ -16,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mailer.announcing import NOTICES, revision
 from mailer.catalog import Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
@@ -25,7 +26,7 @@ from mailer.keyring import Keyring
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
 from mailer.secret import load_keyring
-from mailer.store import Attempt, Claimed, Narrow, Store, StoreUnavailable
+from mailer.store import Attempt, CalendarRow, Claimed, Narrow, Store, StoreUnavailable
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
@@ -130,6 +131,8 @@ class Sender:
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
         self.attempts_made: Counter[str] = Counter()
+        # Each event's calendar identity as read in this step (announcing.revision).
+        self._calendars: dict[str, CalendarRow | None] = {}
         self.keyring: Keyring | None = None  # signs bounce addresses; read at the first step
 
     async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> StepResult:
@@ -139,6 +142,7 @@ class Sender:
         taking what falls due (a retry) after that instant: `mailer send` makes one pass.
         """
         await self._settle_leftovers()
+        self._calendars.clear()  # read again each step: a revision is announced before it
         if self.settings.bounces is not None and self.keyring is None:
             self.keyring = await load_keyring(self.settings, self.store)
         if self.is_paused():
@@ -256,8 +260,15 @@ class Sender:
             return DeliveryState.CANCELLED
         event, mail, recipient = found
         now = self.clock.now()
+        identity = None
+        if mail.calendar or mail.name in NOTICES:  # one look-up, only for these
+            mail, identity = await revision(
+                self.store, self.outbox, event, mail, recipient, known=self._calendars
+            )
         try:
-            message = await self.outbox.compose_async(event, mail, recipient, now=now)
+            message = await self.outbox.compose_async(
+                event, mail, recipient, now=now, identity=identity, mid=claimed.message_id
+            )
         except (MailerError, ValueError, UnicodeError) as exc:  # flattening can raise too
             outcome = Outcome(Verdict.FAIL, f"cannot compose the message: {exc}")
         except OSError as exc:  # a rendering worker could not start: this message's turn only

@@ -64,6 +64,7 @@ async def status_report(
             "error": row.error,
             "in_force": row.digest is not None,  # has a valid version, whatever the file says
             "removed": row.removed,
+            "held": row.held,  # `hold = true`: planned, nothing sent (SPEC §10)
             "mails": [],
         }
         for described in _mails(row.mails, mails_of.get(row.id, []), zone):

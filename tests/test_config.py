@@ -186,7 +186,8 @@ def test_every_problem_is_listed_together(tmp_path: Path) -> None:
         f"{path}: transport.port: must be 1-65535, got 70000",
         f'{path}: transport.security: expected one of "starttls", "tls", "none", got "ssl"',
         f"{path}: sending.retries: unknown key (known: connections, max_per_minute, attempts, "
-        "backoff_first, backoff_max, give_up_after, max_lateness, shutdown_grace, lease)",
+        "backoff_first, backoff_max, give_up_after, max_lateness, shutdown_grace, change_settle, "
+        "lease)",
     ]
 
 

@@ -154,11 +154,16 @@ async def test_an_edit_moves_what_is_pending_and_keeps_what_was_sent(tmp_path: P
             "invitation": {"sent": 2},
             "reminder": {"scheduled": 1, "cancelled": 1},
         }
-        clock.set(REMINDER_DUE)  # the old reminder time: nothing is due any more
-        assert (await engine.step()).handled == 0
+        clock.set(REMINDER_DUE)  # the old reminder time: only the update of the move (§10)
+        assert (await engine.step()).handled == 2
+        assert await states(engine) == {
+            "invitation": {"sent": 2},
+            "reminder": {"scheduled": 1, "cancelled": 1},
+            "update": {"sent": 2},
+        }
         clock.set(REMINDER_DUE + timedelta(days=7))
         assert (await engine.step()).handled == 1
-    assert len(maildir(tmp_path)) == 3
+    assert len(maildir(tmp_path)) == 5
 
 
 async def test_an_invalid_file_keeps_the_last_valid_plan_in_force_across_a_restart(tmp_path: Path):

@@ -162,3 +162,33 @@ def test_a_database_that_cannot_be_read_is_said_and_check_goes_on(tmp_path: Path
     assert "ok  " in result.output and "saving it" not in result.output
     shown = CliRunner().invoke(main, ["check", "-c", str(config), "--json"])
     assert json.loads(shown.stdout)["not_compared"]
+
+
+async def test_check_says_which_calendar_notices_saving_would_send(tmp_path: Path):
+    """An invitation with a calendar went out to Anna and Björn; the file moves the event a
+    day with Björn gone: saving sends Anna an update (Björn, no longer in it, is not told);
+    `cancelled = true` a cancellation; `notify_changes = false` nothing."""
+    config = make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb")
+    await plan(load_settings(config))
+    sent = await asyncio.to_thread(
+        CliRunner().invoke, main, ["send", "-c", str(config), "forlabb", "invitation"]
+    )
+    assert sent.exit_code == 0, sent.output
+    moved = {"starts": "2027-06-17T09:00:00", "ends": "2027-06-17T12:00:00"}
+
+    def check(text: str) -> tuple[list[str], list[dict[str, str]]]:
+        write_event(tmp_path, "forlabb", text, **moved)
+        args = ["check", "-c", str(config), str(source)]
+        lines = CliRunner().invoke(main, args).output.splitlines()
+        shown = CliRunner().invoke(main, [*args[:3], "--json", *args[3:]])
+        (event,) = json.loads(shown.stdout)["events"]
+        return [line.strip() for line in lines if "sends" in line], event["changes"]["notices"]
+
+    assert await asyncio.to_thread(check, edited()) == (
+        ["saving it sends update to anna@example.org"],
+        [{"mail": "update", "recipient": "anna@example.org"}],
+    )
+    lines, _ = await asyncio.to_thread(check, "cancelled = true\n" + edited())
+    assert lines == ["saving it sends cancellation to anna@example.org"]
+    assert await asyncio.to_thread(check, "notify_changes = false\n" + edited()) == ([], [])

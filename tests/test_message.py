@@ -14,7 +14,7 @@ import vobject
 
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Organiser, Recipient
-from mailer.ics import calendar_attachment
+from mailer.ics import CANCEL, Identity, calendar_attachment
 from mailer.message import Attachment, Sender, build_message, message_id
 from mailer.render import Rendered
 
@@ -180,6 +180,49 @@ def test_the_calendar_part_says_utf_8_so_a_mail_reader_decodes_swedish():
     assert part.get_content_type() == "text/calendar"
     assert part.get_content_charset() == "utf-8"
     assert "SUMMARY:Dialogmöte\r\n" in part.get_content()
+
+
+def read_both(ics: bytes) -> tuple[icalendar.Event, object]:
+    """The VEVENT as icalendar reads it and as vobject does: two readers, one answer wanted."""
+    (event,) = icalendar.Calendar.from_ical(ics).walk("VEVENT")
+    return event, vobject.readOne(ics.decode()).vevent
+
+
+@pytest.mark.parametrize(
+    ("identity", "status"),
+    [(Identity(3), "CONFIRMED"), (Identity(4, CANCEL, "", "x@example.org"), "CANCELLED")],
+)
+def test_a_calendar_file_carries_its_revision_method_and_one_attendee(identity, status):
+    """SPEC §10: same UID, the SEQUENCE of the revision, METHOD in the file and on the MIME
+    part (Outlook reads the part's), the organiser, and this message's recipient alone."""
+    moved = Event(**{**EVENT.__dict__, "starts": datetime(2027, 10, 14, 13, tzinfo=STOCKHOLM)})
+    moved = Event(**{**moved.__dict__, "ends": datetime(2027, 10, 14, 15, tzinfo=STOCKHOLM)})
+    ics = calendar_attachment(
+        moved, domain="example.org", now=NOW, identity=identity, attendee=ANNA
+    )
+    ours, theirs = read_both(ics.data)
+    assert str(ours["UID"]) == theirs.uid.value == "forlabb@example.org"
+    assert int(ours["SEQUENCE"]) == int(theirs.sequence.value) == identity.sequence
+    assert str(ours["STATUS"]) == theirs.status.value == status
+    # 13:00 in Stockholm in October is still summer time: both readers agree on the instant.
+    assert ours["DTSTART"].dt == theirs.dtstart.value
+    assert theirs.dtstart.value.isoformat() == "2027-10-14T13:00:00+02:00"
+    assert str(ours["ATTENDEE"]) == "mailto:anna@example.org"
+    assert theirs.attendee.value == "mailto:anna@example.org"
+    assert theirs.organizer.value == "mailto:asa@example.org"  # the event's, before the sender's
+    calendar = icalendar.Calendar.from_ical(ics.data)
+    assert str(calendar["METHOD"]) == identity.method
+    (part,) = list(parse(build(attachments=[ics])).iter_attachments())
+    assert part.get_param("method") == identity.method
+
+
+def test_thirteen_in_stockholm_in_late_october_reads_as_winter_time_in_both_readers():
+    """The issue's example: after the last Sunday of October, +01:00, from the VTIMEZONE."""
+    autumn = datetime(2027, 11, 1, 13, tzinfo=STOCKHOLM)
+    event = Event(**{**EVENT.__dict__, "starts": autumn, "ends": autumn + timedelta(hours=2)})
+    ours, theirs = read_both(calendar_attachment(event, domain="e.org", now=NOW).data)
+    assert theirs.dtstart.value.isoformat() == "2027-11-01T13:00:00+01:00"
+    assert ours["DTSTART"].dt == theirs.dtstart.value
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -67,6 +68,8 @@ async def test_migrate_copies_everything_and_a_node_on_it_sends_only_what_was_pe
     config = make_project(tmp_path)
     before = await sent_failed_and_pending(config)
     assert Counter(before.values()) == {"sent": 2, "failed": 1, "scheduled": 3}
+    with sqlite3.connect(tmp_path / "var" / "mailer.sqlite3") as db:  # moved three times
+        db.execute("UPDATE calendars SET sequence = 3 WHERE event = 'seminarium'")
 
     result = await migrate(config, fresh_database)
 
@@ -81,6 +84,11 @@ async def test_migrate_copies_everything_and_a_node_on_it_sends_only_what_was_pe
     ]
     assert pg_rows(fresh_database, "SELECT COUNT(*) FROM attempts") == [(5,)]
     assert pg_rows(fresh_database, "SELECT data FROM blobs") == [(PDF,)]
+    # SPEC §10: a calendar's SEQUENCE never goes down, not across a migrate either.
+    assert pg_rows(fresh_database, "SELECT event, sequence FROM calendars ORDER BY 1") == [
+        ("later", 0),
+        ("seminarium", 3),
+    ]
     # The secret key too: erased addresses and bounce addresses stay valid on the copy.
     store = await Store.open(tmp_path / "var" / "mailer.sqlite3")
     secret = await store.secret()

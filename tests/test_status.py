@@ -112,6 +112,31 @@ async def fill_invalid(database: Path) -> None:
     await store.close()
 
 
+async def fill_held(database: Path) -> None:
+    """An event saved with `hold = true`: planned, nothing of it sent."""
+    store = await Store.open(database)
+    wanted = [Wanted("invitation", "anna@example.org", 1.0, 2.0e9, "<anna>")]
+    plan = plan_event("forlabb", wanted, [])
+    version = Version(
+        "forlabb", "schedules/forlabb.toml", "Förlabb", "d", "", None, MAILS, plan, held=True
+    )
+    await store.save_valid([version], now=0)
+    await store.close()
+
+
+def test_a_held_event_is_shown_as_held_in_the_table_and_the_json(tmp_path: Path):
+    config = make_project(tmp_path)
+    asyncio.run(fill_held(load_settings(config).paths.database))
+    runner = CliRunner()
+    (event,) = json.loads(runner.invoke(main, ["status", "-c", str(config), "--json"]).output)[
+        "events"
+    ]
+    assert event["held"] is True
+    assert event["mails"][0]["counts"]["scheduled"] == 1
+    table = runner.invoke(main, ["status", "-c", str(config)])
+    assert "(held: hold = true, nothing is sent)" in table.output
+
+
 async def beat(database: Path, node: Node, *, at: float, planner: bool) -> None:
     store = await SqliteStore.open(database, node=node)
     await store.beat(at, planner=planner)

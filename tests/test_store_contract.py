@@ -553,6 +553,70 @@ async def test_mail_counts_and_deliveries_of_report_every_state(store: Store):
 # -- migrations ------------------------------------------------------------------------------
 
 
+# -- calendar identity and hold (SPEC §10) ---------------------------------------------------
+
+
+async def keep(store: Store, facts: str, *, now: float, held: bool = False) -> None:
+    """A version of event "e" whose calendar shows `facts`, a change settling after 600 s."""
+    version = Version("e", "schedules/e.toml", "E", facts, "t", None, "[]", facts=facts, held=held)
+    await store.save_valid([version], now=now, settle_s=600)
+
+
+async def test_a_change_waits_to_settle_an_undone_one_is_forgotten_and_sequence_only_grows(
+    store: Store,
+):
+    await keep(store, "first", now=0)
+    assert (await store.calendar("e")).sequence == 0
+    await keep(store, "moved", now=100)
+    await keep(store, "moved", now=400)  # the same change saved again keeps its time
+    assert await store.settled(699) == []
+    (row,) = await store.settled(700)
+    assert (row.announced, row.pending, row.settle_at) == ("first", "moved", 700)
+    assert await store.announce(row, [want("a", 700, mail="update")])
+    assert not await store.announce(row, [])  # a second node with the same row: nothing
+    now_in_force = await store.calendar("e")
+    assert (now_in_force.sequence, now_in_force.announced, now_in_force.previous) == (
+        1,
+        "moved",
+        "first",
+    )
+    assert await states_of(store, mail="update") == {"a": "scheduled"}
+    await keep(store, "first", now=800)  # moved back ...
+    await keep(store, "moved", now=900)  # ... and again, within the window: nothing waits
+    assert await store.settled(10_000) == []
+    assert (await store.calendar("e")).sequence == 1
+
+
+async def test_a_second_round_replaces_the_first_ones_notice_to_the_same_person(store: Store):
+    await keep(store, "first", now=0)
+    await keep(store, "moved", now=0)
+    (row,) = await store.settled(600)
+    await store.announce(row, [want("a", 600, mail="update")])
+    (claimed,), _ = await store.claim_due(600, limit=5)
+    await store.record(sent(claimed.id, at=601))
+    await keep(store, "again", now=700)
+    (row,) = await store.settled(1300)
+    second = Wanted("update", "a", 1300, 5000, "<round2@example.org>")
+    await store.announce(row, [second])
+    (claimed,), _ = await store.claim_due(1300, limit=5)
+    assert (claimed.mail, claimed.message_id, claimed.attempts) == ("update", second[4], 0)
+    await store.record(sent(claimed.id, at=1301))
+    assert await store.recipients_told("e", ["update"]) == ["a"]
+    assert await store.recipients_told("e", ["m"]) == []
+
+
+async def test_a_held_events_deliveries_are_neither_claimed_nor_waited_for(store: Store):
+    await bring_in(store, want("a", 10))
+    await keep(store, "facts", now=0, held=True)
+    assert await store.next_due() is None
+    assert await store.claim_due(20, limit=5) == ([], 0)
+    assert (await store.events())["e"].held
+    await keep(store, "facts", now=0)  # released
+    assert await store.next_due() == 10
+    (claimed,), _ = await store.claim_due(20, limit=5)
+    assert claimed.recipient == "a"
+
+
 # -- bounces and personal data (SPEC §11, §13) ----------------------------------------------
 
 DAY_S = 86400.0

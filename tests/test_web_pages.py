@@ -98,7 +98,10 @@ async def test_every_page_answers_in_swedish_and_english(tmp_path: Path):
     assert "Björn Östlund &lt;bjorn@example.org&gt;" in preview
     assert re.search(r"<iframe sandbox srcdoc=\"[^\"]*Björn", preview)
     assert "forlabb.ics" in preview and "text/calendar" in preview  # attachments with sizes
-    assert re.search(r"forlabb\.ics <span class=\"muted\">\(text/calendar, \d+ Bytes\)", preview)
+    # Its size in words: the .ics of SPEC §10 (ORGANIZER, ATTENDEE, SEQUENCE) passes 1 kB.
+    assert re.search(
+        r"forlabb\.ics <span class=\"muted\">\(text/calendar, [\d.]+ (Bytes|kB)\)", preview
+    )
     assert "Subject" in preview and "Förlabb" in preview
     timeline = english["/events/forlabb/timeline"][2]
     assert "invitation" in timeline and "reminder" in timeline and "sv 1, en 1" in timeline
@@ -134,6 +137,15 @@ async def test_a_bounced_delivery_shows_its_state_and_diagnostic(tmp_path: Path)
     assert 'class="state bounced"' in swedish and "studsat" in swedish
     assert "User unknown" in swedish
     assert "bounced 1" in text_of(events)
+
+
+async def test_a_held_event_says_so_on_both_pages(tmp_path: Path):
+    held = project(tmp_path, "hold = true\n" + EVENT)
+    async with engine_at(held, ManualClock(INVITATION_DUE)) as engine, page(engine) as base:
+        events = (await get(base + "/", headers=SV))[2]
+        event = (await get(base + "/events/forlabb", headers=EN))[2]
+    assert "Hålls inne (hold = true)" in events
+    assert "Held (hold = true): nothing is sent" in event
 
 
 async def test_what_does_not_exist_is_404(tmp_path: Path):

@@ -12,6 +12,7 @@ from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
     Bounce,
+    CalendarRow,
     Change,
     Claimed,
     DatabaseGone,
@@ -37,6 +38,7 @@ __all__ = [
     "PENDING",
     "Attempt",
     "Bounce",
+    "CalendarRow",
     "Change",
     "Claimed",
     "DatabaseGone",

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Protocol
 
 from mailer.delivery import DeliveryState
-from mailer.plan import Stored
+from mailer.plan import Stored, Wanted
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,
     Bounce,
+    CalendarRow,
     Change,
     Claimed,
     DeliveryRow,
@@ -77,10 +78,34 @@ class Store(Protocol):
         """Every delivery of an event, in any state: what planning compares a version with."""
         ...
 
-    async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
+    async def save_valid(
+        self, versions: Sequence[Version], *, now: float, settle_s: float = 0.0
+    ) -> None:
         """Keep events' newest valid versions (their attachments too, each content once) and
         apply their plans, all in one transaction. The plan's changes leave a delivery being
-        sent (or ended) as it is."""
+        sent (or ended) as it is. Calendar facts that differ from those announced wait until
+        `now + settle_s` (SPEC §10)."""
+        ...
+
+    # -- calendar identity (SPEC §10) -----------------------------------------------------
+
+    async def calendar(self, event_id: str) -> CalendarRow | None:
+        """The event's SEQUENCE and the facts announced (and waiting), if it has a row."""
+        ...
+
+    async def settled(self, now: float) -> list[CalendarRow]:
+        """The changes waiting whose settling time has come."""
+        ...
+
+    async def recipients_told(
+        self, event_id: str, mails: Sequence[str] | None, *, recipient: str | None = None
+    ) -> list[str]:
+        """Who was sent any of these mails of the event (any mail if None)."""
+        ...
+
+    async def announce(self, row: CalendarRow, notices: Sequence[Wanted]) -> bool:
+        """SEQUENCE + 1 with the change in force and its notices queued, in one transaction;
+        False if the row changed since it was read (nothing done)."""
         ...
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:

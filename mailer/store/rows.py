@@ -70,9 +70,12 @@ class Version:
     digest: str
     toml: str
     csv: str | None
-    mails: str  # JSON: name, due, expires, to
+    mails: str  # JSON: name, due, expires, to, calendar
     plan: Plan | None = None  # None: the stored deliveries already match
     files: tuple[File, ...] = ()  # its attachments, as checked
+    facts: str | None = None  # JSON: what its calendar entry shows (notices.Facts)
+    held: bool = False  # `hold = true`: planned, nothing sent (SPEC §10)
+    notify: bool = True  # `notify_changes`
     ends: float | None = None  # the event's end: its personal data is kept `retention.keep` after
 
 
@@ -85,6 +88,21 @@ class EventRow:
     error: str | None
     removed: bool
     mails: str = "[]"
+    held: bool = False
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """An event's calendar identity (SPEC §10): its SEQUENCE, the facts last announced and
+    those before them, and a change waiting to settle (`pending` at `settle_at`)."""
+
+    event: str
+    sequence: int
+    announced: str  # JSON facts at `sequence`
+    previous: str | None  # JSON facts at `sequence - 1`
+    pending: str | None = None
+    settle_at: float | None = None
+    notify: bool = True
 
 
 @dataclass(frozen=True)

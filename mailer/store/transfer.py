@@ -28,6 +28,7 @@ from mailer.store.sqlite import SqliteStore
 # Leases come as they are: a node takes back what a stopped process held once they ran out.
 # The secret key comes too: with another one, erased addresses would no longer match (an
 # event coming back would be planned again) and bounces of mail sent before not be read.
+# Calendars too: an event's SEQUENCE must never go down (SPEC §10), also across a migrate.
 TABLES = (
     "events",
     "deliveries",
@@ -36,6 +37,7 @@ TABLES = (
     "event_files",
     "secrets",
     "bounce_notices",
+    "calendars",
 )
 # Rows read from SQLite and sent to COPY at a time: memory stays flat at 200,000 deliveries.
 CHUNK_ROWS = 5_000

@@ -50,6 +50,7 @@ class EventLine:
     source: str
     error: str | None
     removed: bool
+    held: bool  # `hold = true` (SPEC §10): planned, nothing sent
     in_force: bool
     next_due: str
     counts: dict[str, int]
@@ -68,6 +69,7 @@ async def event_lines(store: Store, *, zone: ZoneInfo, language: str) -> list[Ev
                 source=row.source,
                 error=row.error,
                 removed=row.removed,
+                held=row.held,
                 in_force=row.digest is not None,
                 next_due=when(counted.next_due if counted else None, zone, language),
                 counts=nonzero(counted.counts) if counted else {},

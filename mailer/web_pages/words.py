@@ -32,6 +32,10 @@ WORDS: dict[str, tuple[str, str]] = {  # key: (Swedish, English)
         "Filen är borttagen; det som inte gått ut är avbrutet.",
         "The file is removed; what had not gone out is cancelled.",
     ),
+    "held": (
+        "Hålls inne (hold = true): inget skickas förrän raden tas bort.",
+        "Held (hold = true): nothing is sent until the line is removed.",
+    ),
     "no_events": ("Inga evenemang än.", "No events yet."),
     "mails": ("Utskick", "Mails"),
     "mail": ("Utskick", "Mail"),

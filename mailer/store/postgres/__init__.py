@@ -12,6 +12,7 @@ Imported only when `paths.database` is a URL, so SQLite users never import psyco
 from __future__ import annotations
 
 from mailer.store.contract import Store
+from mailer.store.postgres.calendars import Calendars
 from mailer.store.postgres.nodes import Nodes
 from mailer.store.postgres.privacy import Privacy
 from mailer.store.postgres.queue import Queue
@@ -21,7 +22,7 @@ from mailer.store.postgres.versions import Versions
 from mailer.store.postgres.wakeups import Wakeups
 
 
-class PostgresStore(Queue, Versions, Reports, Nodes, Wakeups, Privacy, Store):
+class PostgresStore(Queue, Versions, Calendars, Reports, Nodes, Wakeups, Privacy, Store):
     """The contract (`mailer.store.contract.Store`) over a pool of PostgreSQL connections."""
 
 

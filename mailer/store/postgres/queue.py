@@ -24,6 +24,9 @@ from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import Attempt, Claimed, Narrow
 
 PENDING_SQL = "('scheduled', 'retrying')"
+# SPEC §10 `hold = true`: an event's deliveries stay planned and are neither claimed nor
+# waited for; released, what fell due goes out at once (expiry still applies meanwhile).
+NOT_HELD = "event NOT IN (SELECT id FROM events WHERE held)"
 # Back in the queue as it was before it was claimed: retrying if it had been tried before.
 _REQUEUED = "state = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'scheduled' END"
 # Leased by another node whose lease ran out (SPEC §9). Never our own: we still hold it.
@@ -120,7 +123,7 @@ class Queue(Connection):
 
     async def next_due(self) -> float | None:
         rows = await self._rows(
-            f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL}"
+            f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL} AND {NOT_HELD}"
         )
         due = rows[0][0]
         return None if due is None else float(due)
@@ -164,7 +167,7 @@ class Queue(Connection):
             )
             cursor = await db.execute(
                 f"""WITH due AS (
-                        SELECT id FROM deliveries WHERE {due}
+                        SELECT id FROM deliveries WHERE {due} AND {NOT_HELD}
                         ORDER BY next_attempt, id LIMIT %(limit)s
                         FOR UPDATE SKIP LOCKED)
                     UPDATE deliveries d SET state = 'sending', leased_by = %(node)s,

@@ -108,6 +108,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             planner BOOLEAN NOT NULL DEFAULT FALSE
         )""",
     ),
+    (
+        # SPEC §10, as SQLite's schema 10 (this is PostgreSQL's 7): calendar identity, `hold`.
+        """CREATE TABLE calendars (
+            event TEXT PRIMARY KEY,
+            sequence INTEGER NOT NULL DEFAULT 0,
+            announced TEXT NOT NULL,
+            previous TEXT,
+            pending TEXT,
+            settle_at DOUBLE PRECISION,
+            notify BOOLEAN NOT NULL DEFAULT TRUE
+        )""",
+        "ALTER TABLE events ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses.
 MIGRATION_LOCK = 0x6D61696C_0001

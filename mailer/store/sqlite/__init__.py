@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from mailer.store.contract import Store
 from mailer.store.rows import Change
+from mailer.store.sqlite.calendars import Calendars
 from mailer.store.sqlite.connection import BUSY_TIMEOUT_S
 from mailer.store.sqlite.nodes import Nodes
 from mailer.store.sqlite.privacy import Privacy
@@ -23,7 +24,7 @@ from mailer.store.sqlite.schema import MIGRATIONS
 from mailer.store.sqlite.versions import Versions
 
 
-class SqliteStore(Queue, Versions, Reports, Privacy, Nodes, Store):
+class SqliteStore(Queue, Versions, Calendars, Reports, Privacy, Nodes, Store):
     """The contract (`mailer.store.contract.Store`) over one SQLite connection."""
 
     async def listen(self, heard: Callable[[Change], None]) -> None:

@@ -16,6 +16,9 @@ from mailer.store.rows import Attempt, Claimed, Narrow
 from mailer.store.sqlite.connection import Connection
 
 PENDING_SQL = "('scheduled', 'retrying')"
+# SPEC §10 `hold = true`: an event's deliveries stay planned and are neither claimed nor
+# waited for; released, what fell due goes out at once (expiry still applies meanwhile).
+NOT_HELD = "event NOT IN (SELECT id FROM events WHERE held = 1)"
 # Back in the queue as it was before it was claimed: retrying if it had been tried before.
 _REQUEUED = "state = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'scheduled' END"
 # Leased by another node whose lease ran out: its node stopped (or stalled) without
@@ -109,7 +112,7 @@ class Queue(Connection):
 
     async def next_due(self) -> float | None:
         rows = await self._rows(
-            f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL}"
+            f"SELECT MIN(next_attempt) FROM deliveries WHERE state IN {PENDING_SQL} AND {NOT_HELD}"
         )
         due = rows[0][0]
         return None if due is None else float(due)
@@ -154,6 +157,7 @@ class Queue(Connection):
                 f"UPDATE deliveries SET state = 'sending', leased_by = :node, "
                 f"lease_until = :until WHERE id IN (SELECT id FROM deliveries "
                 f"WHERE state IN {PENDING_SQL} AND next_attempt <= :now{narrow} "
+                f"AND {NOT_HELD} "
                 f"ORDER BY next_attempt LIMIT :limit) "
                 f"RETURNING id, event, mail, recipient, due, expires, attempts, message_id, "
                 f"first_attempt",

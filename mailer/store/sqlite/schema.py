@@ -122,6 +122,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             planner INTEGER NOT NULL DEFAULT 0
         )""",
     ),
+    (
+        # SPEC §10 (schema 10; PostgreSQL's 7): each event's calendar identity. SEQUENCE
+        # only grows (announce adds one); `announced` and `previous` are the facts
+        # (notices.Facts, JSON) of this revision and the one before, `pending` a change
+        # waiting until `settle_at` to be announced.
+        """CREATE TABLE calendars (
+            event TEXT PRIMARY KEY,
+            sequence INTEGER NOT NULL DEFAULT 0,
+            announced TEXT NOT NULL,
+            previous TEXT,
+            pending TEXT,
+            settle_at REAL,
+            notify INTEGER NOT NULL DEFAULT 1
+        )""",
+        # `hold = true`: planned, nothing of it claimed.
+        "ALTER TABLE events ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",

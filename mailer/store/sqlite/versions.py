@@ -9,6 +9,7 @@ import aiosqlite
 from mailer.delivery import DeliveryState
 from mailer.plan import Plan, Stored
 from mailer.store.rows import EventRow, Version
+from mailer.store.sqlite.calendars import note_facts
 from mailer.store.sqlite.connection import Connection
 from mailer.store.sqlite.queue import PENDING_SQL
 
@@ -20,11 +21,11 @@ class Versions(Connection):
         """Every event known, without the texts of its last valid version (megabytes at
         1,000 events, and needed only while a file is invalid: `last_valid`)."""
         rows = await self._rows(
-            "SELECT id, source, title, digest, error, removed, mails FROM events"
+            "SELECT id, source, title, digest, error, removed, mails, held FROM events"
         )
         return {
-            id_: EventRow(id_, source, title, digest, error, bool(removed), mails)
-            for id_, source, title, digest, error, removed, mails in rows
+            id_: EventRow(id_, source, title, digest, error, bool(removed), mails, bool(held))
+            for id_, source, title, digest, error, removed, mails, held in rows
         }
 
     async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
@@ -51,26 +52,32 @@ class Versions(Connection):
         )
         return [Stored(r[0], r[1], r[2], r[3], r[4], DeliveryState(r[5])) for r in rows]
 
-    async def save_valid(self, versions: Sequence[Version], *, now: float) -> None:
+    async def save_valid(
+        self, versions: Sequence[Version], *, now: float, settle_s: float = 0.0
+    ) -> None:
         """Remember events' newest valid versions, in the transaction that applies their
         plans (one transaction for many events at start: a commit and a few round trips to
-        aiosqlite's thread per batch, not per event)."""
+        aiosqlite's thread per batch, not per event). A calendar-relevant change waits
+        `settle_s` before it is announced (calendars.note_facts)."""
         async with self.transaction() as db:
             await db.executemany(
                 """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
-                                       removed, updated_at, ends)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)
+                                       removed, updated_at, held, ends)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, ?)
                    ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL, removed = 0,
-                       updated_at = excluded.updated_at, ends = excluded.ends""",
+                       updated_at = excluded.updated_at, held = excluded.held,
+                       ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now, v.ends)
+                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now,
+                     v.held, v.ends)
                     for v in versions
                 ],
             )
             await _keep_files(db, versions)
             await _apply(db, [v.plan for v in versions if v.plan is not None])
+            await note_facts(db, versions, settle_at=now + settle_s)
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
