@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mailer.clock import SystemClock
-from mailer.config import Settings, SmtpSettings, load_settings
+from mailer.config import Settings, load_settings
+from mailer.config_transport import SmtpSettings
 from mailer.engine import Engine
 from mailer.pacing import SharedPace
 from mailer.store import Narrow, open_store
