@@ -28,7 +28,7 @@ PEOPLE = 5  # per node
 
 @asynccontextmanager
 async def node(settings: Settings, server: SmtpServer) -> AsyncIterator[Engine]:
-    """A node whose transport is built as commands.transport_for builds it, but trusting
+    """A node whose transport is built as transport_choice.transport_for builds it, but trusting
     the test CA."""
     store = await open_store(settings.paths.database)
     assert isinstance(settings.transport, SmtpSettings)
