@@ -209,9 +209,9 @@ def _shares(fleet: Fleet, database: str | None, nodes: int) -> list[int]:
     """How many deliveries each slot sent (PostgreSQL keeps the sender in `leased_by`)."""
     if database is None:
         return []
-    found: Counter[int] = Counter()
+    found: Counter[int | None] = Counter()
     for sender, n in rows(database, "SELECT leased_by, COUNT(*) FROM deliveries GROUP BY 1"):
-        found[fleet.slot_of(sender) if sender else -1] += n
+        found[fleet.slot_of(sender) if sender else None] += n
     return [found[slot] for slot in range(nodes)]
 
 
@@ -246,7 +246,7 @@ def _note(samples: list[dict]) -> str:
 
 def _rows(found: dict[tuple[str, int], list[dict]], count: int, *, judge: bool) -> list[Row]:
     def rate(layout: tuple[str, int]) -> float:
-        return median(s["rate"] for s in found[layout])
+        return float(median(s["rate"] for s in found[layout]))
 
     sqlite, one = rate(("SQLite", 1)), rate(("PostgreSQL", 1))
     baseline_samples = [round(s["rate"], 1) for s in found[("SQLite", 1)]]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.context import Context
+from bench.failover import failover
 from bench.memory import memory
 from bench.nodes import nodes_throughput
 from bench.pages import pages
@@ -36,6 +37,7 @@ SCENARIOS: dict[str, Scenario] = {
     "6": memory,
     "7": pages,
     "8": nodes_throughput,
+    "9": failover,
 }
 
 
