@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from bench.context import Context
-from bench.nodes import Fleet, node_project
+from bench.nodes import Fleet, node_project, plan_event
 from bench.postgres import fresh_database_url, postgres_server
 from bench.project import now, people, write_event
 from bench.report import Row
@@ -88,7 +88,8 @@ async def _takeover_s(db: psycopg.AsyncConnection[Any], fleet: Fleet, root: Path
 async def _failover(ctx: Context, server_url: str, rounds: int) -> list[float]:
     root = ctx.folder("failover")
     with fresh_database_url(server_url) as database:
-        node_project(root, port=ctx.sink.port, database=database)
+        edits = [f"edit-{k}" for k in range(rounds)]
+        node_project(root, port=ctx.sink.port, database=database, events=edits)
         write_event(root, "standing", due=now() + timedelta(days=1), recipients=people("s", 3))
         async with AsyncExitStack() as stack:
             fleet = Fleet(root, stack)
@@ -99,12 +100,12 @@ async def _failover(ctx: Context, server_url: str, rounds: int) -> list[float]:
 
 
 async def _freeze_round(
-    ctx: Context, db: psycopg.AsyncConnection[Any], fleet: Fleet, k: int
+    ctx: Context, db: psycopg.AsyncConnection[Any], database: str, fleet: Fleet, k: int
 ) -> dict[str, float]:
     """Freeze one node mid-send; how long until another sent what it held."""
     count, event = ctx.size(FROZEN_RECIPIENTS, FROZEN_RECIPIENTS // 2), f"frozen-{k}"
     await ctx.sink.ask("reset")
-    write_event(fleet.root, event, due=now(), recipients=people(event, count))
+    await plan_event(fleet.root, database, event, count=count, lead_s=0.5)
     if await ctx.sink.wait_for(count // 5, timeout_s=60, poll_s=0.01) < count // 5:
         raise RuntimeError(f"round {k}: the mail did not start within 60 s")
     victim = fleet.services[k % 2]
@@ -135,13 +136,14 @@ async def _freeze_round(
 async def _lease_recovery(ctx: Context, server_url: str, rounds: int) -> list[dict[str, float]]:
     root = ctx.folder("frozen")
     with fresh_database_url(server_url) as database:
-        node_project(root, port=ctx.sink.port, database=database, lease=LEASE)
+        mails = [f"frozen-{k}" for k in range(rounds)]
+        node_project(root, port=ctx.sink.port, database=database, events=mails, lease=LEASE)
         async with AsyncExitStack() as stack:
             fleet = Fleet(root, stack)
             await fleet.start(0, 1)
             db = await psycopg.AsyncConnection.connect(database, autocommit=True)
             stack.push_async_callback(db.close)
-            return [await _freeze_round(ctx, db, fleet, k) for k in range(rounds)]
+            return [await _freeze_round(ctx, db, database, fleet, k) for k in range(rounds)]
 
 
 async def failover(ctx: Context) -> list[Row]:
