@@ -24,10 +24,12 @@ from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.errors import MailerError
 from mailer.events import Event, Mail, Recipient, event_id_of
+from mailer.keyring import is_erased
 from mailer.outbox import Outbox
 from mailer.planning import Reading, is_planned, plan_digest, plan_version
 from mailer.reading import Invalid, judge, read_ahead, read_for_plan, readers
 from mailer.saving import BatchSaver
+from mailer.secret import load_keyring
 from mailer.sources import defaults_for, find_event_files, load_stored, peek_digest
 from mailer.store import EventRow, Store, Version
 
@@ -285,9 +287,12 @@ class Catalog:
         if is_planned(reading.version.digest, row):
             return reading.version
         stored = await self.store.stored_deliveries(reading.event_id) if row is not None else []
+        erase = None
+        if any(is_erased(s.recipient) for s in stored):  # purged once (SPEC §13)
+            erase = (await load_keyring(self.settings, self.store)).erased
         if len(stored) + len(reading.wanted) >= PLAN_IN_THREAD_FROM:
-            return await asyncio.to_thread(plan_version, reading, stored)
-        return plan_version(reading, stored)
+            return await asyncio.to_thread(plan_version, reading, stored, erase=erase)
+        return plan_version(reading, stored, erase=erase)
 
     def _hold(self, reading: Reading) -> None:
         """Put a version in force. It stays parsed only if the version before it was (its

@@ -89,6 +89,18 @@ def schedules_of(settings: Settings, config_path: Path | None) -> Path:
     return folder
 
 
+def _an_address(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    """`--test ADDR` must be an address: a typo is a usage error (exit 2), before anything."""
+    from mailer.addresses import InvalidAddress, normalize_address
+
+    if value is None:
+        return None
+    try:
+        return normalize_address(value.strip())
+    except InvalidAddress as exc:
+        raise click.BadParameter(f"{value!r} is not an email address: {exc}") from exc
+
+
 def event_files_in(path: Path) -> list[Path]:
     """What a path on the command line names: a folder event by its folder
     (`schedules/seminarium/`), a folder of events (`schedules/`), or one event file."""
@@ -111,27 +123,42 @@ def main(config_path: Path | None) -> None:
 @main.command()
 @config_option
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document, for scripts.")
 @reports_errors
-def check(config_path: Path | None, paths: tuple[Path, ...]) -> int:
-    """Validate config, event files, CSVs and templates; render every mail for every recipient."""
+def check(config_path: Path | None, paths: tuple[Path, ...], as_json: bool) -> int:
+    """Validate config, event files, CSVs and templates; render every mail for every recipient;
+    for an event in force, say what saving the file would change."""
     from rich.progress import Progress
 
     from mailer import commands
-    from mailer.printing import err, out, print_checked, say
+    from mailer.printing import check_document, err, out, print_checked, say
     from mailer.sources import find_event_files
 
     settings = settings_from(config_path)
     named = [source for path in paths for source in event_files_in(path)]
     sources = named or find_event_files(schedules_of(settings, config_path))
-    failed = 0
+    failed, documents = 0, []
     # A bar on a terminal (checking 1,000 events takes a while); nothing in a pipe or a log.
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+    with (
+        Progress(console=err, transient=True, disable=not err.is_terminal) as progress,
+        commands.Foresight(settings) as foresight,
+    ):
         task = progress.add_task("checking", total=len(sources))
         for loaded, problems in commands.check_events(settings, sources, now=SystemClock().now()):
             progress.advance(task)
             failed += bool(problems)
-            print_checked(loaded, problems)
-    say(out, f"{len(sources)} event files checked, {failed} with problems")
+            effect = None if problems else foresight.effect_of(loaded)
+            if as_json:
+                documents.append(check_document(loaded, problems, effect))
+            else:
+                print_checked(loaded, problems, language=settings.sender.language, effect=effect)
+    if as_json:
+        document = {"events": documents, "not_compared": foresight.unavailable}
+        click.echo(json.dumps(document, ensure_ascii=False, indent=2))
+    else:
+        if foresight.unavailable:
+            say(out, f"note not compared with the plans in force: {foresight.unavailable}")
+        say(out, f"{len(sources)} event files checked, {failed} with problems")
     return EXIT_PROBLEMS if failed else EXIT_OK
 
 
@@ -217,16 +244,20 @@ def status(
     """Per event and mail: due time and counts per state; per recipient with MAIL."""
     import asyncio
 
-    from mailer import commands
-    from mailer.printing import print_status
+    from mailer.status import read_status
 
     settings = settings_from(config_path)
     now = SystemClock().now()
-    report = asyncio.run(commands.read_status(settings, event_id=event_id, mail=mail_name, now=now))
+    report = asyncio.run(read_status(settings, event_id=event_id, mail=mail_name, now=now))
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        # Indented for a person at a terminal; one line for a script (json's C encoder only
+        # works unindented: 0.09 s of a 0.3 s answer at 200,000 deliveries).
+        indent = 2 if sys.stdout.isatty() else None
+        click.echo(json.dumps(report, ensure_ascii=False, indent=indent))
     else:
-        print_status(report, now=now)
+        from mailer.printing import print_status  # rich: only for the table
+
+        print_status(report, now=now, language=settings.sender.language)
     return EXIT_OK
 
 
@@ -234,20 +265,44 @@ def status(
 @config_option
 @click.argument("event_id")
 @click.argument("mail_name")
-@click.option("--recipient", "address", help="Only this recipient.")
+@click.option(
+    "--recipient", "address", help="Only this recipient (with --test: rendered as this one)."
+)
+@click.option(
+    "--test",
+    "test_to",
+    metavar="ADDR",
+    callback=_an_address,
+    help='Send one message to ADDR only, "[TEST] " before the subject; nothing is recorded.',
+)
 @reports_errors
-def send(config_path: Path | None, event_id: str, mail_name: str, address: str | None) -> int:
-    """Send that mail now, to those who have not had it."""
+def send(
+    config_path: Path | None,
+    event_id: str,
+    mail_name: str,
+    address: str | None,
+    test_to: str | None,
+) -> int:
+    """Send that mail now, to those who have not had it (or a test mail to yourself)."""
     import asyncio
     from zoneinfo import ZoneInfo
 
     from mailer import commands
+    from mailer.delivery import Verdict
     from mailer.logs import configure_logging
-    from mailer.printing import print_sent
+    from mailer.printing import print_sent, print_test_sent
 
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging("text", zone=ZoneInfo(settings.sender.timezone))
+    if test_to is not None:
+        tried = asyncio.run(
+            commands.send_test(
+                settings, event_id, mail_name, to=test_to, as_=address, clock=SystemClock()
+            )
+        )
+        print_test_sent(tried)
+        return EXIT_OK if tried.outcome.verdict is Verdict.SENT else EXIT_PROBLEMS
     recipient = address.lower() if address else None
     report = asyncio.run(
         commands.send_now(settings, event_id, mail_name, recipient=recipient, clock=SystemClock())
@@ -272,6 +327,23 @@ def retry(config_path: Path | None, event_id: str, mail_name: str | None) -> int
     now = SystemClock().now()
     count = asyncio.run(commands.requeue_failed(settings, event_id, mail_name, now=now))
     say(out, f"{count} failed deliveries queued again")
+    return EXIT_OK
+
+
+@main.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Only say what would be erased.")
+@reports_errors
+def purge(config_path: Path | None, dry_run: bool) -> int:
+    """Erase participants' personal data now where [retention] keep has run out."""
+    import asyncio
+
+    from mailer import commands
+    from mailer.printing import print_purged
+
+    settings = settings_from(config_path)
+    purged = asyncio.run(commands.purge_now(settings, clock=SystemClock(), dry_run=dry_run))
+    print_purged(purged, keep=settings.retention.keep, dry_run=dry_run)
     return EXIT_OK
 
 
@@ -305,7 +377,7 @@ def rehearse(
             settings, event_file, out=out_dir, seconds=seconds, now=SystemClock().now()
         )
     )
-    print_rehearsal(result)
+    print_rehearsal(result, language=settings.sender.language)
     return EXIT_OK
 
 

@@ -1,16 +1,19 @@
 """What each command does: open the store and the transport, call the engine, close.
 
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
-`requeue_failed` (retry), `read_status` (status), `migrate_to` (migrate), `check_events`
-(check), `write_previews` (preview) and `rehearse`; the last three are the outbox's and
-rehearsal.py's, named here so that the commands are found in one place. The engine itself
-knows nothing of commands.
+`send_test` (send --test), `requeue_failed` (retry), `purge_now` (purge), `migrate_to`
+(migrate), `check_events` (check), `write_previews` (preview) and `rehearse`; the last three
+are the outbox's and rehearsal.py's, named here so that the commands are found in one place.
+`status` alone is `status.read_status`: scripts poll it, and it should not import the service.
+The engine itself knows nothing of commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
+import logging
 import signal
 from collections import Counter
 from dataclasses import dataclass
@@ -20,16 +23,19 @@ from pathlib import Path
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
 from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
-from mailer.delivery import DeliveryState
+from mailer.delivery import DeliveryState, Outcome
 from mailer.engine import Engine
-from mailer.errors import ConfigError, MailerError
+from mailer.errors import ConfigError, InputError, MailerError, unusable_database
+from mailer.events import Event, Mail, Recipient
+from mailer.foresight import Foresight
+from mailer.message import build_message, message_id
 from mailer.notify import Notifier
-from mailer.outbox import check_events, write_previews
+from mailer.outbox import Outbox, check_events, find_event, write_previews
 from mailer.pacing import SharedPace
 from mailer.rehearsal import rehearse
-from mailer.status import status_report
-from mailer.store import Narrow, Node, Store, StoreUnavailable, is_damaged
-from mailer.store.contract import is_url, open_read_only, open_store
+from mailer.retention import purge_due
+from mailer.store import Narrow, Node, Purged, Store, StoreUnavailable, is_damaged
+from mailer.store.contract import is_url, open_store
 from mailer.transports.base import Transport
 from mailer.transports.maildir import MaildirTransport
 from mailer.transports.smtp import SmtpTransport
@@ -37,29 +43,33 @@ from mailer.web import serve_page
 
 __all__ = [
     "SENDABLE",
+    "Foresight",
     "SendReport",
     "check_events",
     "migrate_to",
-    "read_status",
+    "purge_now",
     "rehearse",
     "requeue_failed",
     "send_now",
+    "send_test",
     "serve",
     "transport_for",
     "write_previews",
 ]
 
 
-def transport_for(settings: Settings, *, store: Store, clock: Clock) -> Transport:
+def transport_for(settings: Settings, *, store: Store | None, clock: Clock) -> Transport:
     """The transport `[transport] kind` names; its `max_per_minute` shared by every process
-    on the store's database (SPEC §9)."""
+    on the store's database (SPEC §9). Without a store (one test mail), not paced."""
     if isinstance(settings.transport, SmtpSettings):
         per_minute = settings.sending.max_per_minute
         return SmtpTransport(
             settings.transport,
             connections=settings.sending.connections,
             max_per_minute=per_minute,
-            pace=SharedPace(store, max_per_minute=per_minute, clock=clock) if per_minute else None,
+            pace=SharedPace(store, max_per_minute=per_minute, clock=clock)
+            if per_minute and store is not None
+            else None,
         )
     return MaildirTransport(settings.transport.path)
 
@@ -87,7 +97,7 @@ async def serve(settings: Settings, *, clock: Clock) -> None:
     except StoreUnavailable as exc:
         if not is_damaged(exc):  # a lock held at start, a full disk: a crash, restarted
             raise
-        raise _database_error(settings, exc) from exc
+        raise unusable_database(settings.paths.database, exc) from exc
     finally:
         await store.close()
 
@@ -119,6 +129,71 @@ async def _beside(engine: Engine, settings: Settings) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         notifier.send("STOPPING=1")
+
+
+log = logging.getLogger("mailer")
+
+TEST_PREFIX = "[TEST] "
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """What `mailer send --test` did: whose mail it showed, to whom, and the server's word."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    rendered_as: str
+    to: str
+    outcome: Outcome
+
+
+async def send_test(
+    settings: Settings, event_id: str, mail_name: str, *, to: str, as_: str | None, clock: Clock
+) -> TestSend:
+    """`mailer send --test ADDR`: the mail as `as_` (else its first recipient) would get it,
+    sent to ADDR alone with "[TEST] " before the subject (SPEC §10). The event is read from
+    its file, as `preview` reads it, so a mail can be tried before the service plans it; no
+    delivery is recorded (the database is not even opened), and the message has a
+    Message-ID of its own, so a mail client never takes it for the real one."""
+    event = find_event(settings, event_id)
+    mail = next((m for m in event.mails if m.name == mail_name), None)
+    if mail is None:
+        known = ", ".join(m.name for m in event.mails)
+        raise InputError(f'no mail "{mail_name}" (known: {known})', source=event.source)
+    person = _shown_as(event, mail, as_)
+    outbox, now = Outbox.from_settings(settings), clock.now()
+    transport = transport_for(settings, store=None, clock=clock)
+    try:
+        rendered = await outbox.pool.render(event, mail, person)
+        rendered = dataclasses.replace(rendered, subject=TEST_PREFIX + rendered.subject)
+        unique = f"{mail.name}\0test\0{now.timestamp()}"
+        raw = build_message(
+            event,
+            mail,
+            Recipient(address=to),
+            rendered,
+            sender=outbox.sender_for(event),
+            attachments=outbox.attachments(event, mail, now=now, language=rendered.language),
+            now=now,
+            mid=message_id(event.id, unique, to, domain=outbox.sender.message_id_domain),
+        )
+        outcome = await transport.send(raw, sender=settings.sender.from_, recipient=to)
+    finally:
+        outbox.close()
+        await transport.close()
+    log.info("test mail %s/%s as %s to %s: %s", event.id, mail.name, person.key, to, outcome.reply)
+    return TestSend(person.key, to, outcome)
+
+
+def _shown_as(event: Event, mail: Mail, address: str | None) -> Recipient:
+    """Whose mail a test send shows: the one named, else the mail's (or event's) first."""
+    people = event.recipients_of(mail) or event.recipients[:1]
+    if address is None and people:
+        return people[0]
+    chosen = next((r for r in event.recipients_of(mail) if r.key == (address or "").lower()), None)
+    if chosen is None:
+        said = f"{address} does not get this mail" if address else "the event has no recipients"
+        raise InputError(f"{said} (to: {', '.join(mail.to)})", source=event.source, key=mail.key)
+    return chosen
 
 
 # What `mailer send` puts back in the queue: anything not sent, cancelled or in flight.
@@ -197,30 +272,15 @@ async def _check_asked(
         )
 
 
-async def read_status(
-    settings: Settings, *, event_id: str | None, mail: str | None, now: datetime | None = None
-) -> dict:
-    """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
-    migrates the database: a missing one is said (exit 2), not shown as empty."""
-    store = await open_read_only(settings.paths.database)
+async def purge_now(settings: Settings, *, clock: Clock, dry_run: bool) -> Purged:
+    """`mailer purge`: erase now the personal data that is due (SPEC §13)."""
+    store = await open_store(settings.paths.database)
     try:
-        return await status_report(
-            store,
-            zone=settings.sender.zone,
-            event_id=event_id,
-            mail=mail,
-            now=None if now is None else now.timestamp(),
-        )
-    except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
-        raise _database_error(settings, exc) from exc
+        return await purge_due(settings, store, clock=clock, dry_run=dry_run)
+    except StoreUnavailable as exc:  # locked, full, the server gone: one line, not a trace
+        raise unusable_database(settings.paths.database, exc) from exc
     finally:
         await store.close()
-
-
-def _database_error(settings: Settings, exc: Exception) -> ConfigError:
-    return ConfigError(
-        f"the database {settings.paths.database} cannot be used: {exc}", key="paths.database"
-    )
 
 
 async def requeue_failed(

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailer.config_privacy import BouncesSettings, RetentionSettings, bounces_problems
 from mailer.config_problems import config_problem
 from mailer.config_values import (
     ENV_NAME,
@@ -32,6 +33,7 @@ from mailer.config_values import (
     Address,
     CaFile,
     ConfigPath,
+    Country,
     Database,
     Domain,
     Duration,
@@ -78,6 +80,8 @@ class SenderSettings(_Section):
     reply_to: Address | None = None
     language: Language = "sv"
     timezone: Zone = "Europe/Stockholm"
+    # Whose public holidays `workdays` skips and `check` warns of (SPEC §14).
+    holidays: Country = "SE"
     # Empty only until _default_domain fills it from `from`; a bad `from` reports itself.
     message_id_domain: Domain = Field(default="", validate_default=False)
 
@@ -191,12 +195,17 @@ class Settings(_Section):
     transport: TransportSettings
     sending: SendingSettings
     web: WebSettings
+    retention: RetentionSettings
+    bounces: BouncesSettings | None = None  # none: no bounce handling (SPEC §11)
 
     @model_validator(mode="before")
     @classmethod
     def _absent_tables_are_empty(cls, data: Any) -> Any:
-        """A table left out takes all its defaults, validated like one written out empty."""
-        return {name: {} for name in cls.model_fields} | data if isinstance(data, dict) else data
+        """A table left out takes all its defaults, validated like one written out empty
+        (all but [bounces], whose absence means no bounce handling)."""
+        if not isinstance(data, dict):
+            return data
+        return {name: {} for name in cls.model_fields if name != "bounces"} | data
 
 
 _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
@@ -207,6 +216,8 @@ _TABLES: dict[tuple[str, ...], type[BaseModel]] = {
     ("transport", "maildir"): MaildirSettings,
     ("sending",): SendingSettings,
     ("web",): WebSettings,
+    ("retention",): RetentionSettings,
+    ("bounces",): BouncesSettings,
 }
 
 
@@ -239,6 +250,7 @@ def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
     raw = _read_toml(path)
     problems = _take_password(raw, source, needs_password=needs_password)
     problems += web_problems(raw, source, needs_password=needs_password)
+    problems += bounces_problems(raw, source, needs_password=needs_password)
     problems += _drop_url_password(raw, source)
     try:
         settings = Settings.model_validate(raw, context={"base": path.absolute().parent})

@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from mailer.languages import LANGUAGE_EXPECTED, is_language
 from mailer.timing import parse_duration
+from mailer.workdays import is_country
 
 _ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]*")
 _ONE_LINE_EXPECTED = "expected one line of printable text, got {}"
@@ -177,4 +178,8 @@ EnvName = Annotated[str, checked(ENV_NAME.fullmatch, _ENV_NAME_EXPECTED)]
 Domain = Annotated[str, checked(_DOMAIN.fullmatch, _DOMAIN_EXPECTED)]
 Language = Annotated[str, checked(is_language, LANGUAGE_EXPECTED)]
 Zone = Annotated[str, checked(_is_zone, _ZONE_EXPECTED)]
+Country = Annotated[
+    str,
+    checked(is_country, 'expected a country code the holidays library knows, like "SE", got {}'),
+]
 CaFile = Annotated[ConfigPath, AfterValidator(_ca_file)]

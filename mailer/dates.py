@@ -10,7 +10,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 
-from babel.dates import format_date
+from babel.dates import format_date, format_datetime
 from jinja2.exceptions import FilterArgumentError
 from jinja2.runtime import Undefined
 
@@ -56,6 +56,13 @@ class DateStyle:
 
 
 STYLES = {"sv": DateStyle("sv_SE", " kl. ", " kl. "), "en": DateStyle("en_GB", " at ", ", ")}
+
+
+def weekday_time(moment: dt.datetime, language: str) -> str:
+    """A due time as `check`, `rehearse` and `status` show it, weekday first so a Saturday
+    stands out (SPEC §14): "lör 2027-10-23 08:00" / "Sat 2027-10-23 08:00", in its own zone."""
+    locale = STYLES.get(language.split("-")[0], STYLES["en"]).locale
+    return format_datetime(moment, "EEE y-MM-dd HH:mm", tzinfo=moment.tzinfo, locale=locale)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -15,6 +15,9 @@ class DeliveryState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
+    # Accepted by the relay, then returned by a mail server on the way (a delivery status
+    # notification read from the bounce mailbox, SPEC §11): the person never got it.
+    BOUNCED = "bounced"
 
 
 # Waiting to go out: the plan may still move or cancel them.

@@ -19,12 +19,15 @@ from typing import Any
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from mailer.bounces import BounceReader
 from mailer.catalog import SETTLE_S, Catalog
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.election import Election
 from mailer.events import Event
 from mailer.outbox import Outbox
+from mailer.retention import purge_daily
+from mailer.secret import load_keyring
 from mailer.sending import Sender, StepResult
 from mailer.store import Change, DatabaseGone, Narrow, Store, StoreUnavailable, is_damaged
 from mailer.store_trouble import StoreTrouble
@@ -82,18 +85,21 @@ class Engine:
     async def load_all(self) -> None:
         """Take back what a stopped process held, and rebuild the plan from the event files
         and the database (SPEC §5.1): what a starting service of one node does."""
-        await self.take_back()
+        await self.begin()
         await self.catalog.load_all()
         self.wakeup.set()
 
-    async def take_back(self) -> None:
-        """What a stopped process held goes back; a live node or `mailer send` keeps its own."""
+    async def begin(self) -> None:
+        """What a starting service does before it plans or follows another node's plan."""
+        # What a stopped process held goes back; a live node or `mailer send` keeps its own.
         taken = await self.store.take_back_abandoned(self.now())
         if taken:
             log.warning(
                 "%d deliveries were being sent by a process that stopped; they go out again",
                 taken,
             )
+        # The key first: a key file that cannot be read stops the start, not the first send.
+        self.sender.keyring = await load_keyring(self.settings, self.store)
 
     async def plan(self, sources: list[Path] | None = None) -> None:
         """Plan these event files (every one in schedules/ if None), taking nothing back from
@@ -136,7 +142,7 @@ class Engine:
         """
         election: Election | None = None
         if sources is None:
-            await self.take_back()
+            await self.begin()
             election = Election(
                 self.settings.paths.schedules,
                 store=self.store,
@@ -161,6 +167,7 @@ class Engine:
         # The election watches schedules/ while this node plans, and beats (SPEC §9).
         beside = asyncio.create_task(election.run() if election else self.stopping.wait())
         listener = asyncio.create_task(self.store.listen(self.heard))
+        upkeep = asyncio.create_task(self._upkeep() if sources is None else self.stopping.wait())
         try:
             while not self.stopping.is_set():
                 self.wakeup.clear()
@@ -169,9 +176,19 @@ class Engine:
             self.stopping.set()
             self._stop_scheduler()  # first: no wake-up fires while the rest winds down
             listener.cancel()
-            await asyncio.gather(beside, listener, return_exceptions=True)
+            await asyncio.gather(beside, listener, upkeep, return_exceptions=True)
             await self.close()
             log.info("stopped")
+
+    async def _upkeep(self) -> None:
+        """Beside sending, in the service only: the bounce mailbox read (SPEC §11) and the
+        daily purge (SPEC §13). Each loop logs its own failures and goes on."""
+        loops = [purge_daily(self.settings, self.store, clock=self.clock, stopping=self.stopping)]
+        bounces, keyring = self.settings.bounces, self.sender.keyring
+        if bounces is not None and keyring is not None:
+            reader = BounceReader(bounces, store=self.store, keyring=keyring, clock=self.clock)
+            loops.append(reader.run(self.stopping))
+        await asyncio.gather(*loops)
 
     async def _turn(self) -> None:
         """One step, then a wait bounded on the loop's monotonic clock: at most until the

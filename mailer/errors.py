@@ -52,6 +52,11 @@ class ConfigError(MailerError):
     """The service configuration is unusable: the service must not start (exit 2)."""
 
 
+def unusable_database(database: object, exc: Exception) -> ConfigError:
+    """A database that cannot be used (malformed, the server gone), in one line naming it."""
+    return ConfigError(f"the database {database} cannot be used: {exc}", key="paths.database")
+
+
 class InputError(MailerError):
     """An event file, CSV, template or attachment is wrong: `check` exits 1."""
 

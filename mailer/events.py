@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from mailer.languages import is_language
 from mailer.mails import Mail, Timeline, check_keys, inside, parse_mails
 from mailer.recipient_table import known_groups, parse_recipients
 from mailer.recipients import CONTROL, Recipient, body_text, check_address, key_name
+from mailer.texts import TRANSLATED, parse_texts, texts_for
 from mailer.toml_text import load_toml
+from mailer.workdays import SWEDISH, DaysOff
 
 # load_toml lives in toml_text.py; it stays importable from here, as it long was.
 __all__ = ["Event", "EventDefaults", "Mail", "Organiser", "Recipient", "load_toml", "parse_event"]
@@ -37,6 +40,8 @@ EVENT_KEYS = frozenset(
         "program",
         "recipients",
         "mail",
+        "text",  # [text.<lang>]: texts per language (texts.py, SPEC §14)
+        "from_name",
     )
 )
 ORGANISER_KEYS = frozenset(("name", "email"))
@@ -66,6 +71,24 @@ class Event:
     data: Mapping[str, Any] = field(default_factory=dict)
     recipients: tuple[Recipient, ...] = ()
     mails: tuple[Mail, ...] = ()
+    texts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [text.<lang>]
+    from_name: str | None = None  # the display name of From for this event (SPEC §14)
+
+    def in_language(self, language: str) -> Event:
+        """The event as readers of `language` see it: its `[text.<lang>]` keys replace the
+        top-level ones (title, location, description, program, free keys)."""
+        texts = texts_for(self.texts, language)
+        if not texts:
+            return self
+        free = {k: v for k, v in texts.items() if k not in TRANSLATED}
+        return dataclasses.replace(
+            self,
+            title=texts.get("title", self.title),
+            location=texts.get("location", self.location),
+            description=texts.get("description", self.description),
+            program=tuple(texts.get("program", self.program)),
+            data={**self.data, **free},
+        )
 
     @property
     def folder(self) -> Path:
@@ -96,6 +119,7 @@ class EventDefaults:
     language: str
     timezone: ZoneInfo
     max_lateness: timedelta
+    days_off: DaysOff = SWEDISH  # `sender.holidays`: for `workdays` (SPEC §14)
 
 
 def event_id_of(source: Path) -> str:
@@ -129,6 +153,7 @@ def parse_event(
     problems = Collector(source)
     _check_id(source, problems=problems)
     text = _texts(doc, problems=problems)
+    texts = parse_texts(doc.get("text"), meaningful=EVENT_KEYS, problems=problems)
     language = _language(doc, defaults, problems=problems)
     program = _program(doc.get("program", []), problems=problems)
     data = _free_data(doc, problems=problems)
@@ -157,6 +182,8 @@ def parse_event(
         data=data,
         recipients=recipients,
         mails=tuple(mails),
+        texts=texts,
+        from_name=text["from_name"] or None,
     )
 
 
@@ -172,10 +199,10 @@ def _check_id(source: Path, *, problems: Collector) -> None:
 
 
 def _texts(doc: Mapping[str, Any], *, problems: Collector) -> dict[str, str]:
-    """`title` (required), `location` (one line each) and `description` (free text)."""
+    """`title` (required), `location`, `from_name` (one line each), `description` (free text)."""
     text = {
         key: _text(doc.get(key), key=key, problems=problems, one_line=key != "description")
-        for key in ("title", "location", "description")
+        for key in ("title", "location", "description", "from_name")
     }
     if not text["title"]:
         problems.add("title", "required: the event's name, used in subjects and calendars")
@@ -242,7 +269,7 @@ def _timeline(
         problems.add(
             "ends", f"must not be before starts ({starts.isoformat()}), got {ends.isoformat()}"
         )
-    return Timeline(starts=starts, ends=ends, tz=tz, max_lateness=defaults.max_lateness)
+    return Timeline(starts, ends, tz, defaults.max_lateness, defaults.days_off)
 
 
 def _moment(value: object, tz: ZoneInfo, *, key: str, problems: Collector) -> datetime | None:

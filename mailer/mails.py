@@ -13,6 +13,7 @@ from mailer import timing
 from mailer.errors import Collector
 from mailer.languages import is_language
 from mailer.recipients import CONTROL, shown
+from mailer.workdays import SWEDISH, DaysOff
 
 MAIL_KEYS = frozenset(
     ("name", "send_at", "to", "template", "subject", "attach", "calendar", "expires", "language")
@@ -53,13 +54,16 @@ class Timeline:
     ends: datetime
     tz: ZoneInfo
     max_lateness: timedelta
+    days_off: DaysOff = SWEDISH
 
     def resolve(self, spec: object, *, key: str, problems: Collector) -> datetime | None:
         if not isinstance(spec, str | datetime):
             problems.add(key, 'required: a time like "start - 21d at 09:00" or 2027-05-26T09:00:00')
             return None
         try:
-            return timing.resolve_time(spec, start=self.starts, end=self.ends, tz=self.tz)
+            return timing.resolve_time(
+                spec, start=self.starts, end=self.ends, tz=self.tz, days_off=self.days_off
+            )
         except ValueError as exc:
             problems.add(key, str(exc))
             return None

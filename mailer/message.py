@@ -86,6 +86,7 @@ def build_message(
     sender: Sender,
     attachments: Sequence[Attachment] = (),
     now: datetime,
+    mid: str | None = None,
 ) -> bytes:
     """One message to one person, as the bytes that go on the wire (CRLF line ends).
 
@@ -102,7 +103,8 @@ def build_message(
                 source=event.source,
                 key=f"{mail.key}.{key}",
             )
-    mid = message_id(event.id, mail.name, recipient.key, domain=sender.message_id_domain)
+    # `mid`: a Message-ID of the caller's (a test mail must not pass for the real delivery).
+    mid = mid or message_id(event.id, mail.name, recipient.key, domain=sender.message_id_domain)
     headers = _headers(event, recipient, rendered, sender=sender, mid=mid, now=now)
     # "=_" never occurs in quoted-printable or base64 text, so no body can hold a boundary.
     boundary = f"=_{mid[1:17]}"

@@ -29,6 +29,8 @@ class _Read:
     states: dict[str, int] = field(default_factory=dict)
     oldest_due_age_s: float = 0.0
     events_in_error: int = 0
+    nodes_live: int = 0  # heard of within a lease (SPEC §9)
+    planner: bool = False  # this node plans
 
 
 class Metrics(Collector):
@@ -54,10 +56,14 @@ class Metrics(Collector):
         events = await self.store.events()
         now = self.now()
         oldest = await self.store.oldest_due(now)
+        me = self.store.node
+        live = [n for n in await self.store.nodes() if n.last_seen >= now - me.lease_s]
         self._read = _Read(
             states=states,
             oldest_due_age_s=0.0 if oldest is None else max(now - oldest, 0.0),
             events_in_error=sum(1 for e in events.values() if e.error and not e.removed),
+            nodes_live=len(live),
+            planner=any(n.id == me.id and n.planner for n in live),
         )
 
     def collect(self) -> Iterator[Metric]:
@@ -89,4 +95,12 @@ class Metrics(Collector):
             "mailer_events_in_error",
             "Event files whose newest version is invalid (the last valid one stays in force).",
             read.events_in_error,
+        )
+        yield GaugeMetricFamily(
+            "mailer_nodes_live",
+            "Nodes on this database heard of within a lease, this one included.",
+            read.nodes_live,
+        )
+        yield GaugeMetricFamily(
+            "mailer_planner", "1 if this node plans (reads schedules/), else 0.", read.planner
         )

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+from mailer.advice import day_off_notes, untranslated_notes
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, Problems
 from mailer.events import Event, EventDefaults, Mail, Recipient
@@ -63,6 +64,7 @@ class Outbox:
             renderer.templates_dir, default_language=renderer.default_language, size=renderers
         )
         self._files: dict[tuple[str, str], tuple[Attachment, ...]] = {}
+        self._ics: dict[tuple[str, str, str], tuple[Attachment, ...]] = {}  # files + .ics
         self._stored: dict[str, dict[str, bytes]] = {}  # event -> its files as checked
 
     async def compose_async(
@@ -90,24 +92,33 @@ class Outbox:
             mail,
             recipient,
             rendered,
-            sender=self.sender,
-            attachments=self.attachments(event, mail, now=now),
+            sender=self.sender_for(event),
+            attachments=self.attachments(event, mail, now=now, language=rendered.language),
             now=now,
         )
 
-    def attachments(self, event: Event, mail: Mail, *, now: datetime) -> tuple[Attachment, ...]:
-        """The mail's files (and .ics), read once and shared by every recipient's message."""
+    def sender_for(self, event: Event) -> Sender:
+        """`sender.from`, with the event's `from_name` as its display name if it has one."""
+        return dataclasses.replace(self.sender, name=event.from_name or self.sender.name)
+
+    def attachments(
+        self, event: Event, mail: Mail, *, now: datetime, language: str = ""
+    ) -> tuple[Attachment, ...]:
+        """The mail's files, read once and shared by every recipient's message, and its .ics
+        in `language` (made once per language: its [text.<lang>] may differ)."""
         key = (event.id, mail.name)
         if key not in self._files:
-            files = [
+            self._files[key] = tuple(
                 Attachment(path.name, self._bytes_of(event, mail, path)) for path in mail.attach
-            ]
-            if mail.calendar:
-                files.append(
-                    calendar_attachment(event, domain=self.sender.message_id_domain, now=now)
-                )
-            self._files[key] = tuple(files)
-        return self._files[key]
+            )
+        if not mail.calendar:
+            return self._files[key]
+        with_ics = (event.id, mail.name, language)
+        if with_ics not in self._ics:
+            shown, domain = event.in_language(language), self.sender.message_id_domain
+            ics = calendar_attachment(shown, domain=domain, now=now)
+            self._ics[with_ics] = (*self._files[key], ics)
+        return self._ics[with_ics]
 
     def _bytes_of(self, event: Event, mail: Mail, path: Path) -> bytes:
         """As stored with the version in force; else from the folder (`check`, `preview`,
@@ -133,6 +144,7 @@ class Outbox:
     def forget(self, event_id: str) -> None:
         """Drop the files of an event that changed or is no longer held."""
         self._files = {k: v for k, v in self._files.items() if k[0] != event_id}
+        self._ics = {k: v for k, v in self._ics.items() if k[0] != event_id}
         self._stored.pop(event_id, None)
 
     def check(self, event: Event, *, now: datetime) -> list[MailerError]:
@@ -183,8 +195,12 @@ def check_events(
             if loaded.error is not None:
                 yield loaded, list(getattr(loaded.error, "problems", [loaded.error]))
             else:
-                assert loaded.event is not None
-                yield loaded, outbox.check(loaded.event, now=now)
+                event = loaded.event
+                assert event is not None
+                advice = day_off_notes(event, defaults.days_off, language=defaults.language)
+                advice += untranslated_notes(event)
+                loaded = dataclasses.replace(loaded, notes=(*loaded.notes, *advice))
+                yield loaded, outbox.check(event, now=now)
     finally:  # the rendering workers, also when the caller stops early
         outbox.close()
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailer.config import Settings
 from mailer.events import Event
+from mailer.keyring import is_erased
 from mailer.plan import Stored, Wanted, plan_event, wanted_deliveries
 from mailer.sources import Loaded
 from mailer.store.rows import EventRow, File, Version
@@ -65,6 +66,7 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
             File(name, hashlib.sha256(data).hexdigest(), data)
             for name, data in sorted(loaded.files.items())
         ),
+        ends=event.ends.timestamp(),
     )
     wanted = wanted_deliveries(event, domain=settings.sender.message_id_domain)
     return Reading(version, wanted, event if keep_event else None)
@@ -75,7 +77,7 @@ def plan_digest(content_digest: str, settings: Settings) -> str:
     sending, sender = settings.sending, settings.sender
     basis = (
         f"{content_digest}|{sending.max_lateness}|{sender.timezone}|{sender.language}|"
-        f"{sender.message_id_domain}"
+        f"{sender.message_id_domain}|{sender.holidays}"
     )
     return hashlib.sha256(basis.encode()).hexdigest()
 
@@ -88,7 +90,75 @@ def is_planned(digest: str, row: EventRow | None) -> bool:
     return row is not None and row.digest == digest and not row.removed
 
 
-def plan_version(reading: Reading, stored: Iterable[Stored]) -> Version:
-    """The version to keep, carrying the plan that makes the stored deliveries match it."""
-    plan = plan_event(reading.event_id, reading.wanted, stored)
+def plan_version(
+    reading: Reading, stored: Sequence[Stored], *, erase: Callable[[str], str] | None = None
+) -> Version:
+    """The version to keep, carrying the plan that makes the stored deliveries match it.
+
+    `erase` (keyring.Keyring.erased) when some stored deliveries had their address erased
+    (SPEC §13): a person of the event file whose erased address is stored is that delivery,
+    not a new one, so an event that comes back after its purge plans no duplicate."""
+    wanted = reading.wanted
+    if erase is not None:
+        wanted = with_erased(wanted, stored, erase)
+    plan = plan_event(reading.event_id, wanted, stored)
     return dataclasses.replace(reading.version, plan=plan)
+
+
+def with_erased(
+    wanted: list[Wanted], stored: Iterable[Stored], erase: Callable[[str], str]
+) -> list[Wanted]:
+    """Each wanted delivery whose address is stored erased, under its erased address."""
+    erased = {(s.mail, s.recipient) for s in stored if is_erased(s.recipient)}
+    if not erased:
+        return wanted
+    found = []
+    for w in wanted:
+        hashed = erase(w.recipient)
+        found.append(w._replace(recipient=hashed) if (w.mail, hashed) in erased else w)
+    return found
+@dataclass(frozen=True)
+class Retimed:
+    """A mail whose due time an edit moves; `deliveries` of it still waiting move along."""
+
+    mail: str
+    old: float  # due, unix seconds
+    new: float
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class EditEffect:
+    """What saving an edited file would do to the event in force (SPEC §10, `mailer check`)."""
+
+    event_id: str
+    retimed: tuple[Retimed, ...] = ()
+    added: tuple[tuple[str, str], ...] = ()  # (mail, recipient) that would be planned
+    cancelled: tuple[tuple[str, str], ...] = ()  # (mail, recipient) waiting, then not sent
+    # The update and cancellation notices saving it would send (SPEC §10). Planning them is
+    # the calendar-notices work of issue 15; when it lands, `edit_effect` asks it here.
+    notices: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.retimed or self.added or self.cancelled or self.notices)
+
+
+def edit_effect(reading: Reading, stored: Iterable[Stored], *, in_force: str) -> EditEffect:
+    """The difference between the version in force (its mails as the store keeps them,
+    `in_force`, JSON) and the file as read now: planned by `plan_event`, the one planner, so
+    `check` says exactly what the service would do with the file."""
+    stored = list(stored)
+    plan = plan_event(reading.event_id, reading.wanted, stored)
+    by_id = {s.id: s for s in stored}
+    moved = [by_id[r.id].mail for r in plan.retimes]
+    old = {m["name"]: m["due"] for m in json.loads(in_force)}
+    retimed = tuple(
+        Retimed(m["name"], old[m["name"]], m["due"], moved.count(m["name"]))
+        for m in json.loads(reading.version.mails)
+        if m["name"] in old and old[m["name"]] != m["due"]
+    )
+    brought_back = [(by_id[r.id].mail, by_id[r.id].recipient) for r in plan.revives]
+    added = sorted([(w.mail, w.recipient) for w in plan.inserts] + brought_back)
+    cancelled = sorted((by_id[i].mail, by_id[i].recipient) for i in plan.cancels)
+    return EditEffect(reading.event_id, retimed, tuple(added), tuple(cancelled))

@@ -4,7 +4,7 @@ rehearse results, as rich tables on a terminal and plain text in a pipe."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from babel.dates import format_timedelta
@@ -12,11 +12,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailer.commands import SendReport
-from mailer.delivery import DeliveryState
+from mailer.advice import WARNING
+from mailer.commands import SendReport, TestSend
+from mailer.dates import weekday_time
+from mailer.delivery import DeliveryState, Verdict
 from mailer.errors import MailerError, printable
+from mailer.foresight import effect_document, effect_lines
+from mailer.planning import EditEffect
 from mailer.rehearsal import Rehearsal
 from mailer.sources import Loaded
+from mailer.store import Purged
+from mailer.timing import written_duration
 
 # Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
 PIPE_WIDTH = 160
@@ -39,19 +45,60 @@ def say(console: Console, line: str) -> None:
     console.print(printable(line), markup=False)
 
 
-def print_checked(loaded: Loaded, problems: list[MailerError]) -> None:
-    """One checked event file: its notes and problems, or what it would send."""
+def print_checked(
+    loaded: Loaded,
+    problems: list[MailerError],
+    *,
+    language: str,
+    effect: EditEffect | None = None,
+) -> None:
+    """One checked event file: its notes and problems, or what it would send and when (the
+    weekday shown, SPEC §14), and what saving it would change if its event is in force."""
     for note in loaded.notes:
-        say(out, f"note {note}")
+        say(out, note if note.startswith(WARNING) else f"note {note}")
     for problem in problems:
         say(out, str(problem))
     if not problems and loaded.event:
-        deliveries = sum(len(loaded.event.recipients_of(m)) for m in loaded.event.mails)
+        event = loaded.event
+        deliveries = sum(len(event.recipients_of(m)) for m in event.mails)
         say(
             out,
-            f"ok  {loaded.source}: {len(loaded.event.mails)} mails, "
-            f"{len(loaded.event.recipients)} recipients, {deliveries} deliveries",
+            f"ok  {loaded.source}: {len(event.mails)} mails, "
+            f"{len(event.recipients)} recipients, {deliveries} deliveries",
         )
+        for mail in event.mails:
+            due = weekday_time(mail.due.astimezone(event.timezone), language)
+            say(out, f"    {mail.name}: {due}, to {len(event.recipients_of(mail))}")
+        for line in effect_lines(effect, event.timezone, language=language) if effect else []:
+            say(out, f"    {line}")
+
+
+def check_document(
+    loaded: Loaded, problems: list[MailerError], effect: EditEffect | None
+) -> dict[str, Any]:
+    """One checked event file as `check --json` gives it; `changes` is null for an event not
+    in force (nothing to compare with)."""
+    event = loaded.event if not problems else None
+    mails = [
+        {
+            "name": m.name,
+            "due": m.due.isoformat(),
+            "expires": m.expires.isoformat(),
+            "to": list(m.to),
+            "recipients": len(event.recipients_of(m)),
+        }
+        for event in ([event] if event else [])
+        for m in event.mails
+    ]
+    return {
+        "id": loaded.id,
+        "file": str(loaded.source),
+        "valid": not problems,
+        "problems": [str(p) for p in problems],
+        "notes": list(loaded.notes),
+        "mails": mails,
+        "changes": effect_document(effect, event.timezone) if effect and event else None,
+    }
 
 
 def print_sent(report: SendReport) -> None:
@@ -62,7 +109,35 @@ def print_sent(report: SendReport) -> None:
         say(out, f"sending paused: {report.paused_because}")
 
 
-def print_rehearsal(result: Rehearsal) -> None:
+def print_purged(purged: Purged, *, keep: timedelta | None, dry_run: bool) -> None:
+    """What `mailer purge` erased (or, dry, would erase): events, deliveries, bytes."""
+    if keep is None:
+        say(out, 'nothing erased: [retention] keep = "" keeps everything')
+        return
+    verb = "would erase" if dry_run else "erased"
+    say(
+        out,
+        f"{verb} the personal data of {_count(len(purged.events), 'event')} "
+        f"({_count(purged.deliveries, 'delivery', 'deliveries')}, {purged.bytes} bytes) "
+        f"that ended more than {written_duration(keep)} ago",
+    )
+    for event in purged.events:
+        say(out, f"  {event}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def print_test_sent(tried: TestSend) -> None:
+    """What `mailer send --test` did; the server's reply when it did not take the message."""
+    if tried.outcome.verdict is Verdict.SENT:
+        say(out, f"test mail sent to {tried.to}, as {tried.rendered_as} gets it; nothing recorded")
+    else:
+        say(out, f"test mail to {tried.to} not sent: {tried.outcome.reply}")
+
+
+def print_rehearsal(result: Rehearsal, *, language: str) -> None:
     """The rehearsed timeline, one row a mail, and where its messages are."""
     table = Table(
         "due",
@@ -77,7 +152,7 @@ def print_rehearsal(result: Rehearsal) -> None:
     for row in result.timeline:
         languages = ", ".join(f"{n} {lang}" for lang, n in sorted(row.languages.items()))
         cells = (
-            row.due.strftime("%Y-%m-%d %H:%M %Z"),
+            f"{weekday_time(row.due, language)} {row.due.strftime('%Z')}",
             row.mail,
             ", ".join(row.to),
             languages or "nobody yet",
@@ -89,7 +164,7 @@ def print_rehearsal(result: Rehearsal) -> None:
     say(out, f"Maildir with every message: {result.maildir}")
 
 
-def print_status(report: dict[str, Any], *, now: datetime) -> None:
+def print_status(report: dict[str, Any], *, now: datetime, language: str) -> None:
     """The status tables; every value from the database is shown as text (`shown`)."""
     for event in report["events"]:
         if not event["mails"]:  # never valid (or no mails): its error, not an empty table
@@ -102,7 +177,7 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
             counts = ", ".join(f"{n} {state}" for state, n in mail["counts"].items() if n)
             table.add_row(
                 shown(mail["name"]),
-                _local(mail["due"]),
+                _local(mail["due"], language),
                 _relative(mail["due"], now),
                 counts or "nobody yet",
             )
@@ -110,11 +185,11 @@ def print_status(report: dict[str, Any], *, now: datetime) -> None:
                 problem = Text.assemble(("last problem:", "red"), " ", shown(mail["problem"]))
                 table.add_row("", "", "", problem)
         out.print(table)
-        _print_deliveries(event["mails"])
-    _print_nodes(report.get("nodes", []), now)
+        _print_deliveries(event["mails"], language)
+    _print_nodes(report.get("nodes", []), now, language)
 
 
-def _print_nodes(nodes: list[dict[str, Any]], now: datetime) -> None:
+def _print_nodes(nodes: list[dict[str, Any]], now: datetime, language: str) -> None:
     """The `mailer run` processes on this database and which one plans (SPEC §9)."""
     if not nodes:
         return
@@ -124,14 +199,14 @@ def _print_nodes(nodes: list[dict[str, Any]], now: datetime) -> None:
         table.add_row(
             shown(node["host"]),
             str(node["pid"]),
-            _local(node["started"]),
+            _local(node["started"], language),
             _relative(node["last_seen"], now),
             role if node["live"] else Text("not seen: stopped?", style="red"),
         )
     out.print(table)
 
 
-def _print_deliveries(mails: list[dict[str, Any]]) -> None:
+def _print_deliveries(mails: list[dict[str, Any]], language: str) -> None:
     """Per recipient, for the mail `status EVENT MAIL` names."""
     for mail in mails:
         if "deliveries" in mail:
@@ -142,7 +217,7 @@ def _print_deliveries(mails: list[dict[str, Any]]) -> None:
                     shown(d["state"]),
                     str(d["attempts"]),
                     shown(d["last_reply"] or ""),
-                    _local(d["sent_at"]),
+                    _local(d["sent_at"], language),
                 )
             out.print(detail)
 
@@ -165,6 +240,6 @@ def _relative(iso: str, now: datetime) -> str:
     return format_timedelta(delta, add_direction=True, locale="en", threshold=1.5)
 
 
-def _local(iso: str | None) -> str:
-    """ "2027-05-26T09:00:00+02:00" -> "2027-05-26 09:00" for a table."""
-    return "" if iso is None else iso[:16].replace("T", " ")
+def _local(iso: str | None, language: str) -> str:
+    """ "2027-05-26T09:00:00+02:00" -> "ons 2027-05-26 09:00" for a table."""
+    return "" if iso is None else weekday_time(datetime.fromisoformat(iso), language)

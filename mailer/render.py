@@ -5,7 +5,8 @@ organisers rely on these names):
   event      every free key of the event file, plus id, title, starts, ends (aware datetimes
              in the event's zone), timezone (str), language, location, organiser ({name,
              email} or None), description (str or None), program (list of dicts: usually
-             `at` and `title`, maybe `speaker`, `description`)
+             `at` and `title`, maybe `speaker`, `description`); the keys of
+             `[text.<lang>]` replace these for the language the mail is rendered in
   recipient  every CSV column / inline key, plus address, email (the same), name ("" if
              none), language (theirs, or None), groups (sorted list)
   mail       name, template, due, expires (aware datetimes), attachments (file names),
@@ -115,6 +116,7 @@ class Renderer:
         """Subject, text and HTML for one recipient; any template fault is an InputError."""
         folder, language = self._folder.place(event, mail, recipient.language)
         env = self._folder.env(folder, language)
+        event = event.in_language(language)  # its [text.<lang>], if it has them
         context = build_context(event, mail, recipient, language)
         show = self._folder.show
         with report_faults(event, mail, "template", recipient.address, show=show):

@@ -21,8 +21,10 @@ from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.delivery import DeliveryState, Outcome, Verdict
 from mailer.errors import MailerError
+from mailer.keyring import Keyring
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
+from mailer.secret import load_keyring
 from mailer.store import Attempt, Claimed, Narrow, Store, StoreUnavailable
 from mailer.transports.base import Transport
 
@@ -128,6 +130,7 @@ class Sender:
         # Attempts recorded since this process started, by verdict ("sent" = messages sent):
         # what /metrics counts (SPEC §12).
         self.attempts_made: Counter[str] = Counter()
+        self.keyring: Keyring | None = None  # signs bounce addresses; read at the first step
 
     async def step(self, *, only: Narrow | None = None, due_by: float | None = None) -> StepResult:
         """Send everything due now over `connections` concurrent sessions.
@@ -136,6 +139,8 @@ class Sender:
         taking what falls due (a retry) after that instant: `mailer send` makes one pass.
         """
         await self._settle_leftovers()
+        if self.settings.bounces is not None and self.keyring is None:
+            self.keyring = await load_keyring(self.settings, self.store)
         if self.is_paused():
             return StepResult({}, 0, self.paused_because)
         self.paused_because = None  # a pause that has ended is not news of this step
@@ -259,9 +264,18 @@ class Sender:
             outcome = Outcome(Verdict.RETRY, f"cannot compose the message now: {exc}")
         else:
             outcome = await self.transport.send(
-                message, sender=self.settings.sender.from_, recipient=recipient.address
+                message, sender=self.envelope_sender(claimed.id), recipient=recipient.address
             )
         return await self.record(claimed, outcome)
+
+    def envelope_sender(self, delivery_id: int) -> str:
+        """MAIL FROM: the delivery's own bounce address with `[bounces]` (VERP, SPEC §11),
+        so a bounce names its delivery; else the sender. The From header is the sender's
+        either way."""
+        bounces = self.settings.bounces
+        if bounces is None or self.keyring is None:
+            return self.settings.sender.from_
+        return self.keyring.envelope_sender(bounces.address, delivery_id)
 
     async def record(self, claimed: Claimed, outcome: Outcome) -> DeliveryState:
         """Commit one attempt and the state the retry policy gives it; log it."""

@@ -7,8 +7,31 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from mailer.config import Settings
 from mailer.delivery import DeliveryState
-from mailer.store import LEASE_S, MailCounts, NodeRow, Store
+from mailer.errors import unusable_database
+from mailer.store import LEASE_S, MailCounts, NodeRow, Store, StoreUnavailable
+from mailer.store.contract import open_read_only
+
+
+async def read_status(
+    settings: Settings, *, event_id: str | None, mail: str | None, now: datetime | None = None
+) -> dict:
+    """`mailer status`: read-only, safe while the service runs (WAL). It never creates or
+    migrates the database: a missing one is said (exit 2), not shown as empty."""
+    store = await open_read_only(settings.paths.database)
+    try:
+        return await status_report(
+            store,
+            zone=settings.sender.zone,
+            event_id=event_id,
+            mail=mail,
+            now=None if now is None else now.timestamp(),
+        )
+    except StoreUnavailable as exc:  # malformed, or the server gone: one line, not a trace
+        raise unusable_database(settings.paths.database, exc) from exc
+    finally:
+        await store.close()
 
 
 def iso(seconds: float | None, zone: ZoneInfo) -> str | None:
@@ -27,7 +50,9 @@ async def status_report(
     """Per event and mail: due, expiry and counts per state; per recipient with `mail`;
     and the nodes (SPEC §9), each live if heard of within a lease, as of `now`."""
     events = await store.events()
-    mails = await store.mail_counts(event_id)
+    mails_of: dict[str, list[MailCounts]] = {}
+    for counted in await store.mail_counts(event_id):
+        mails_of.setdefault(counted.event, []).append(counted)
     report = []
     for row in sorted(events.values(), key=lambda r: r.id):
         if event_id is not None and row.id != event_id:
@@ -41,7 +66,7 @@ async def status_report(
             "removed": row.removed,
             "mails": [],
         }
-        for described in _mails(row.mails, [m for m in mails if m.event == row.id], zone):
+        for described in _mails(row.mails, mails_of.get(row.id, []), zone):
             if mail is None or described["name"] == mail:
                 if mail is not None:
                     described["deliveries"] = await _deliveries(store, row.id, mail, zone)

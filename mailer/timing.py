@@ -15,6 +15,8 @@ import re
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from mailer.workdays import SWEDISH, DaysOff
+
 # Units a duration may carry, as `timedelta` keywords; a bare number means seconds.
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*", re.IGNORECASE | re.ASCII)
@@ -22,11 +24,14 @@ _DURATION_EXPECTED = 'a duration like "90s", "5m", "2h", "3d" or a number of sec
 
 _RELATIVE = re.compile(
     r"""\s*(?P<anchor>start|end)
-        (?:\s*(?P<sign>[+-])\s*(?P<n>\d+)\s*(?P<unit>[wdhm]))?
+        (?:\s*(?P<sign>[+-])\s*(?P<n>\d+)\s*(?P<unit>workdays?|[wdhm]))?
         (?:\s+at\s+(?P<hour>\d{1,2}):(?P<minute>\d{2}))?\s*""",
     re.IGNORECASE | re.ASCII | re.VERBOSE,
 )
-_RELATIVE_EXPECTED = '"<start|end> <+|-> <N><w|d|h|m> [at HH:MM]" (like "start - 21d at 09:00")'
+_RELATIVE_EXPECTED = (
+    '"<start|end> <+|-> <N><w|d|h|m> [at HH:MM]" (like "start - 21d at 09:00") '
+    'or "<start|end> <+|-> <N> workdays [at HH:MM]"'
+)
 # Any number this long overflows timedelta anyway; refusing it early keeps int() away
 # from its own digit-limit error (4300 digits) and its unhelpful message.
 _MAX_DIGITS = 20
@@ -78,12 +83,20 @@ def localize(naive: datetime, tz: ZoneInfo) -> datetime:
         raise ValueError(f"{naive} in {tz} is out of range") from exc
 
 
-def resolve_time(spec: str | datetime, *, start: datetime, end: datetime, tz: ZoneInfo) -> datetime:
+def resolve_time(
+    spec: str | datetime,
+    *,
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+    days_off: DaysOff | None = None,
+) -> datetime:
     """Resolve a `send_at`/`expires` value against the event's start and end, in `tz`.
 
     A TOML datetime is local in `tz` when naive, that instant when it has an offset. A
-    string is relative: days and weeks move the calendar date in `tz` and keep (or set
-    with `at`) the local wall-clock time; hours and minutes are exact durations.
+    string is relative: days, weeks and working days (weekends and `days_off` skipped) move
+    the calendar date in `tz` and keep (or set with `at`) the local wall-clock time; hours
+    and minutes are exact durations.
     """
     if start.utcoffset() is None or end.utcoffset() is None:
         raise ValueError(f"expected the event's start and end with a timezone, got {start}, {end}")
@@ -91,13 +104,15 @@ def resolve_time(spec: str | datetime, *, start: datetime, end: datetime, tz: Zo
         if isinstance(spec, datetime):
             return localize(spec, tz) if spec.utcoffset() is None else spec.astimezone(tz)
         if isinstance(spec, str):
-            return _resolve_relative(spec, start=start, end=end, tz=tz)
+            return _resolve_relative(spec, start=start, end=end, tz=tz, days_off=days_off)
     except OverflowError as exc:
         raise ValueError(f"{_quote(spec)} lands outside the years 1-9999") from exc
     raise ValueError(f"expected a datetime or {_RELATIVE_EXPECTED}, got {_quote(spec)}")
 
 
-def _resolve_relative(spec: str, *, start: datetime, end: datetime, tz: ZoneInfo) -> datetime:
+def _resolve_relative(
+    spec: str, *, start: datetime, end: datetime, tz: ZoneInfo, days_off: DaysOff | None
+) -> datetime:
     """Resolve the string form of `send_at`; OverflowError means out of the datetime range."""
     match = _RELATIVE.fullmatch(spec)
     if match is None:
@@ -119,7 +134,10 @@ def _resolve_relative(spec: str, *, start: datetime, end: datetime, tz: ZoneInfo
     local = anchor.astimezone(tz)
     if offset == 0 and at is None:
         return local  # exactly the anchor, even when it is the second of an ambiguous hour
-    day = local.date() + timedelta(days=offset * 7 if unit == "w" else offset)
+    if unit.startswith("workday"):
+        day = (days_off or SWEDISH).shift(local.date(), offset)
+    else:
+        day = local.date() + timedelta(days=offset * 7 if unit == "w" else offset)
     return localize(datetime.combine(day, at if at is not None else local.time()), tz)
 
 

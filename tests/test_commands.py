@@ -8,6 +8,7 @@ import logging
 import re
 import sqlite3
 from collections import Counter
+from email import message_from_bytes, policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,16 +17,18 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.clock import SystemClock
-from mailer.commands import read_status, send_now
+from mailer.commands import send_now
 from mailer.config import load_settings
 from mailer.delivery import DeliveryState as S
 from mailer.engine import Engine
 from mailer.errors import ConfigError
 from mailer.logs import JsonFormatter
+from mailer.message import message_id
+from mailer.status import read_status
 from mailer.store import MIGRATIONS, Store
 from mailer.transports.maildir import MaildirTransport
 from tests.project import make_project, smtp_transport, timed_event, write_event
-from tests.smtpd import PASSWORD, SmtpServer
+from tests.smtpd import PASSWORD, SmtpServer, serve_smtp
 from tests.test_service import soon
 
 
@@ -180,3 +183,57 @@ def test_an_event_valid_again_says_so_in_the_log(tmp_path: Path, caplog: pytest.
     source.write_text(valid)
     asyncio.run(plan(settings))
     assert "forlabb: valid again, this version is now in force" in caplog.text
+
+
+@pytest.mark.parametrize("with_auth", [True, False], ids=["starttls+auth", "plain, no auth"])
+async def test_a_test_send_goes_to_the_given_address_alone_and_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_auth: bool
+):
+    """SPEC §10: rendered as the recipient named (Björn reads English), "[TEST] " before the
+    subject, one message to the tester only, a Message-ID of its own, no delivery recorded."""
+    monkeypatch.setenv("MAILER_SMTP_PASSWORD", PASSWORD)
+    options = {} if with_auth else {"starttls": False, "auth_required": False}
+    async with serve_smtp(**options) as server:
+        if with_auth:
+            server.ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+            transport = smtp_transport(server.port) + 'ca_file = "ca.pem"\n'
+        else:
+            transport = smtp_transport(server.port, security="none").replace(
+                'username = "mailer"\n', ""
+            )
+        config = make_project(tmp_path, transport=transport)
+        write_event(tmp_path, "forlabb")
+        args = ["send", "-c", str(config), "forlabb", "invitation", "--test", "Me@Example.org"]
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, [*args, "--recipient", "bjorn@example.org"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "test mail sent to Me@example.org, as bjorn@example.org" in result.stdout
+        (received,) = server.messages
+        assert received.rcpt_tos == ("Me@example.org",)
+        assert received.login == ("mailer" if with_auth else None)
+        message = message_from_bytes(received.content, policy=policy.SMTP)
+        assert message["Subject"].startswith("[TEST] Invitation: Förlabb: Skolnärvaro")
+        assert message["To"] == "Me@example.org"
+        assert "Dear Björn Östlund" in message.get_body(("plain",)).get_content()
+        assert any(p.get_filename() == "forlabb.ics" for p in message.iter_attachments())
+        real = message_id("forlabb", "invitation", "me@example.org", domain="example.org")
+        assert message["Message-ID"] != real
+        assert not (tmp_path / "var" / "mailer.sqlite3").exists()  # nothing recorded
+        assert re.search(r"test mail forlabb/invitation as bjorn@example.org to Me@", result.stderr)
+        monkeypatch.setenv("MAILER_SMTP_PASSWORD", PASSWORD)  # taken from the environment once read
+        first = await asyncio.to_thread(CliRunner().invoke, main, args)  # the first recipient
+        assert first.exit_code == 0, first.output
+        assert "as anna@example.org" in first.stdout
+        assert "Anna Andersson" in server.messages[1].content.decode("utf-8", "replace")
+
+
+def test_a_test_send_to_no_address_is_a_usage_error(tmp_path: Path):
+    config = make_project(tmp_path)
+    write_event(tmp_path, "forlabb")
+    result = CliRunner().invoke(
+        main, ["send", "-c", str(config), "forlabb", "invitation", "--test", "me-at-example"]
+    )
+    assert result.exit_code == 2
+    assert "'me-at-example' is not an email address" in result.output
+    assert not (tmp_path / "var" / "maildir").exists()

@@ -60,6 +60,28 @@ def problems_of(path: Path) -> list[str]:
             'transport.security: expected one of "starttls", "tls", "none", got "ssl"',
         ),
         (
+            SENDER + '[bounces]\naddress = "bounces+x@example.org"\n',
+            'bounces.address: expected a plain ASCII address without "+" (such as '
+            '"bounces@example.org"), got \'bounces+x@example.org\': mailer adds +<token> to it '
+            "for each delivery",
+        ),
+        (SENDER + '[bounces]\npath = "x"\n', "bounces.address: required"),
+        (
+            SENDER + '[bounces]\naddress = "b@example.org"\nkind = "imap"\nhost = "h"\n',
+            'bounces: kind = "imap" needs host, username and password_env (the name of the '
+            "environment variable holding the password)",
+        ),
+        (
+            SENDER + '[bounces]\naddress = "b@example.org"\npassword = "hunter2"\n',
+            "bounces.password: a password never sits in a file; name its environment variable "
+            "in bounces.password_env",
+        ),
+        (
+            SENDER + '[retention]\nkeep = "soon"\n',
+            'retention.keep: expected a duration like "90s", "5m", "2h", "3d" or a number of '
+            'seconds, got "soon"',
+        ),
+        (
             SENDER + '[transport]\nkind = "pigeon"\n',
             'transport.kind: expected one of "smtp", "maildir", got "pigeon"',
         ),
@@ -74,7 +96,8 @@ def problems_of(path: Path) -> list[str]:
         ),
         (
             SENDER + "[sendng]\n",
-            "sendng: unknown section (known: paths, sender, transport, sending, web)",
+            "sendng: unknown section (known: paths, sender, transport, sending, web, retention, "
+            "bounces)",
         ),
         ("[sender]\n", "sender.from: required"),
         (
@@ -127,6 +150,11 @@ def problems_of(path: Path) -> list[str]:
             SENDER + 'from_name = "Info\\nBcc: x@example.org"\n',
             "sender.from_name: expected one line of printable text, "
             'got "Info\\nBcc: x@example.org"',
+        ),
+        (
+            SENDER + 'holidays = "Sverige"\n',
+            'sender.holidays: expected a country code the holidays library knows, like "SE", '
+            'got "Sverige"',
         ),
         (
             SENDER + "[transport]\nvalidate_certs = 1\n",
@@ -519,3 +547,12 @@ def test_status_with_a_postgresql_url_asks_that_server(tmp_path: Path, fresh_dat
     assert exit_code == 2
     assert f"paths.database: no database at {fresh_database}:" in output
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_retention_keeps_180_days_by_default_and_everything_with_an_empty_keep(tmp_path: Path):
+    config = tmp_path / "config.toml"
+    config.write_text(SENDER, encoding="utf-8")
+    settings = load_settings(config)
+    assert settings.retention.keep == timedelta(days=180) and settings.bounces is None
+    config.write_text(SENDER + '[retention]\nkeep = ""\n', encoding="utf-8")
+    assert load_settings(config).retention.keep is None

@@ -54,3 +54,40 @@ def test_every_whole_event_in_the_organisers_guide_passes_check(tmp_path: Path, 
         (tmp_path / "schedules" / f"example-{number}.toml").write_text(block, encoding="utf-8")
     result = CliRunner().invoke(main, ["check", "-c", str(config)])
     assert result.exit_code == 0, result.output
+
+
+ORGANISER_GUIDES = [g for g in GUIDES if "organiser" in g.name]
+SAFETY_EVENT = "# schedules/midsommarseminarium.toml\n"
+
+
+def shown_output(guide: Path, command: str) -> list[str]:
+    """The lines a guide shows after its last `$ <command>` in a plain code block."""
+    blocks = re.findall(
+        r"```\n\$ " + re.escape(command) + r"\n(.*?)```", guide.read_text("utf-8"), re.DOTALL
+    )
+    assert blocks, f"{guide.name} shows `{command}`"
+    return blocks[-1].splitlines()
+
+
+@pytest.mark.parametrize("guide", ORGANISER_GUIDES, ids=lambda p: p.name)
+def test_the_safety_rails_chapter_shows_what_the_code_prints(tmp_path: Path, guide: Path):
+    """Chapter 11's examples (test send, working days, the check warning) are the code's own
+    output for the chapter's own event."""
+    (event,) = [
+        b for b in TOML_BLOCK.findall(guide.read_text("utf-8")) if b.startswith(SAFETY_EVENT)
+    ]
+    config = make_project(tmp_path)
+    (tmp_path / "schedules" / "midsommarseminarium.toml").write_text(event, encoding="utf-8")
+    checked = CliRunner().invoke(main, ["check", "-c", str(config)])
+    assert checked.exit_code == 0, checked.output
+    printed = checked.output.replace(f"{tmp_path}/", "").splitlines()
+    assert printed == shown_output(guide, "mailer check")
+    command = (
+        "mailer send midsommarseminarium invitation"
+        " --test mig@example.org --recipient bjorn@example.org"
+    )
+    sent = CliRunner().invoke(
+        main, [*command.split()[1:3], "-c", str(config), *command.split()[3:]]
+    )
+    assert sent.exit_code == 0, sent.output
+    assert sent.stdout.splitlines() == shown_output(guide, command)

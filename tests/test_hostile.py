@@ -29,12 +29,13 @@ from hypothesis import strategies as st
 from mailer.cli import main
 from mailer.clock import ManualClock
 from mailer.errors import Collector, MailerError, Problems
+from mailer.event_files import MAX_ATTACHMENT_BYTES, MAX_CSV_BYTES
 from mailer.events import Event, EventDefaults, Recipient, parse_event
 from mailer.message import Sender, parse_message
 from mailer.outbox import Outbox
 from mailer.recipients import parse_csv
 from mailer.render import Renderer
-from mailer.sources import MAX_ATTACHMENT_BYTES, MAX_CSV_BYTES, load_event
+from mailer.sources import load_event
 from mailer.subjects import MAX_SUBJECT_CHARS
 from mailer.toml_text import load_toml
 from tests.project import TEMPLATES, make_project, write_event

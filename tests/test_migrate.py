@@ -56,6 +56,7 @@ async def sent_failed_and_pending(config: Path) -> dict[str, str]:
                 [Attempt(claim.id, now, verdict, code, f"{code} reply", state, attempt)]
             )
     states = {d.recipient: d.state for d in await store.deliveries_of("seminarium", "invitation")}
+    await store.secret()  # made, as the first start of a service makes it
     await store.close()
     return states
 
@@ -80,6 +81,11 @@ async def test_migrate_copies_everything_and_a_node_on_it_sends_only_what_was_pe
     ]
     assert pg_rows(fresh_database, "SELECT COUNT(*) FROM attempts") == [(5,)]
     assert pg_rows(fresh_database, "SELECT data FROM blobs") == [(PDF,)]
+    # The secret key too: erased addresses and bounce addresses stay valid on the copy.
+    store = await Store.open(tmp_path / "var" / "mailer.sqlite3")
+    secret = await store.secret()
+    await store.close()
+    assert pg_rows(fresh_database, "SELECT value FROM secrets") == [(secret,)]
     # The copy continues the ids: a new delivery does not collide with a copied one.
     config.write_text(
         config.read_text().replace('"var/mailer.sqlite3"', f'"{fresh_database}"'),

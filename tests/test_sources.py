@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer import sources
+from mailer.event_files import MAX_CSV_BYTES
 from mailer.events import EventDefaults
 from mailer.sources import find_event_files, load_event
 
@@ -77,7 +77,7 @@ def test_a_missing_attachment_is_an_error_not_a_surprise_at_send_time(tmp_path: 
 def test_an_oversized_csv_has_a_clear_limit(tmp_path: Path):
     source = write_event(tmp_path / "seminarium")
     with (source.parent / "people.csv").open("wb") as csv:
-        csv.truncate(sources.MAX_CSV_BYTES + 1)
+        csv.truncate(MAX_CSV_BYTES + 1)
     loaded = load_event(source, defaults=DEFAULTS)
     assert str(loaded.error) == (
         f"{source}: recipients.file: people.csv is 20,971,521 bytes; the limit is 20,971,520"

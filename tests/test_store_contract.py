@@ -7,6 +7,7 @@ tests/test_storage.py); this is the only place store behaviour is tested.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import sqlite3
 import subprocess
@@ -20,8 +21,19 @@ import pytest
 
 from mailer.delivery import DeliveryState as S
 from mailer.errors import ConfigError
+from mailer.keyring import Keyring
 from mailer.plan import Wanted, plan_event
-from mailer.store import LEASE_S, Attempt, File, Narrow, Node, Store, StoreUnavailable, Version
+from mailer.store import (
+    LEASE_S,
+    Attempt,
+    Bounce,
+    File,
+    Narrow,
+    Node,
+    Store,
+    StoreUnavailable,
+    Version,
+)
 from mailer.store.contract import open_read_only, open_store
 from mailer.store.leases import NODE_FORGOTTEN_S
 from mailer.store.postgres import MIGRATIONS as PG_MIGRATIONS
@@ -541,9 +553,89 @@ async def test_mail_counts_and_deliveries_of_report_every_state(store: Store):
 # -- migrations ------------------------------------------------------------------------------
 
 
+# -- bounces and personal data (SPEC §11, §13) ----------------------------------------------
+
+DAY_S = 86400.0
+
+
+async def sent_delivery(store: Store, recipient: str = "anna@example.org") -> int:
+    await bring_in(store, want(recipient, 10))
+    (claimed,), _ = await store.claim_due(10, limit=5)
+    await store.record(sent(claimed.id))
+    return claimed.id
+
+
+async def test_the_secret_is_made_once_and_shared_by_every_node(store: Store, other: Store):
+    first = await store.secret()
+    assert len(first) == 32
+    assert await other.secret() == first == await store.secret()
+
+
+async def test_a_permanent_bounce_ends_a_sent_delivery_once(store: Store, other: Store):
+    delivery = await sent_delivery(store)
+    bounce = Bounce("<dsn-1@relay>", delivery, 30.0, "5.1.1", "5.1.1 user unknown", 550)
+    assert await store.record_bounce(bounce) == "recorded"
+    assert await other.record_bounce(bounce) == "seen"  # read again after a restart
+    (row,) = await store.deliveries_of("e", "m")
+    assert (row.state, row.last_reply, row.attempts) == ("bounced", "5.1.1 user unknown", 1)
+    (counts,) = await store.mail_counts("e")
+    assert counts.counts[S.BOUNCED] == 1 and counts.problem == "5.1.1 user unknown"
+    assert (await store.state_counts())[S.BOUNCED] == 1
+
+
+async def test_a_delay_is_an_attempt_and_an_unknown_delivery_is_said(store: Store):
+    delivery = await sent_delivery(store)
+    delay = Bounce("<dsn-2@relay>", delivery, 30.0, "4.4.7", "4.4.7 delayed")
+    assert await store.record_bounce(delay) == "recorded"
+    assert await states_of(store) == {"anna@example.org": "sent"}
+    unknown = Bounce("<dsn-3@relay>", delivery + 1000, 30.0, "5.1.1", "gone")
+    assert await store.record_bounce(unknown) == "unknown"
+
+
+async def test_a_purge_erases_what_ended_long_enough_ago_and_keeps_the_counts(store: Store):
+    keys = Keyring(b"k" * 32)
+    await sent_delivery(store)
+    await bring_in(store, want("bo@example.org", 10, expires=5 * DAY_S), event="newer")
+    now = 2 * DAY_S  # event "e" ended at 1000 s (its last expiry), "newer" not yet
+    dry = await store.purge(now=now, keep_s=DAY_S, erase=keys.erased, dry_run=True)
+    assert dry.events == ("e",) and dry.deliveries == 1 and dry.bytes > len("anna@example.org")
+    assert await states_of(store) == {"anna@example.org": "sent"}  # dry: nothing changed
+    assert await store.purge(now=now, keep_s=DAY_S, erase=keys.erased) == dry
+    assert await states_of(store) == {keys.erased("anna@example.org"): "sent"}
+    assert await store.last_valid("e") is None
+    assert (await store.mail_counts("e"))[0].counts[S.SENT] == 1
+    assert await states_of(store, "newer") == {"bo@example.org": "scheduled"}
+    again = await store.purge(now=now + 1, keep_s=DAY_S, erase=keys.erased)
+    assert again.events == ()  # nothing saved since: nothing to erase
+
+
+async def test_a_purge_erases_the_attachments_no_other_event_keeps(
+    backend: Backend, store: Store
+):
+    keys = Keyring(b"k" * 32)
+    names, shared = b"%PDF deltagare: Olle Gammal", b"%PDF program"
+    await store.save_valid([version_with("e", {"names.pdf": names, "p.pdf": shared})], now=0)
+    later = dataclasses.replace(version_with("f", {"p.pdf": shared}), ends=10 * DAY_S)
+    await store.save_valid([later], now=0)  # an event still to come, with the same programme
+    purged = await store.purge(now=3 * DAY_S, keep_s=DAY_S, erase=keys.erased)
+    assert purged.events == ("e",) and purged.bytes >= len(names) + len(shared)
+    assert await store.event_files("e") == {}
+    assert await store.event_files("f") == {"p.pdf": shared}  # still needed by "f"
+    assert await blob_count(backend) == 1
+
+
+@pytest.mark.parametrize("keep_days", [0.5, 3.0])
+async def test_a_deleted_event_is_purged_keep_after_its_deletion(store: Store, keep_days: float):
+    keys = Keyring(b"k" * 32)
+    await bring_in(store, want("cy@example.org", 10, expires=9 * DAY_S))
+    await store.remove_event("e", now=DAY_S)  # cancelled before it was sent
+    purged = await store.purge(now=2 * DAY_S, keep_s=keep_days * DAY_S, erase=keys.erased)
+    assert purged.events == (("e",) if keep_days < 1 else ())
+
+
 async def test_every_earlier_schema_is_migrated_forward_with_its_data(backend: Backend):
-    # PostgreSQL's first schema is today's (there was never an older PostgreSQL database):
-    # this loop has nothing to migrate there until its schema 2 (the nodes table) comes.
+    # Each older schema of either store (PostgreSQL's 1 to 5, SQLite's 1 to 8), holding an
+    # event and deliveries as the older mailer left them.
     for version in range(1, backend.schema_versions):
         await backend.build_at(version)
         store = await backend.open()

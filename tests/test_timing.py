@@ -254,7 +254,10 @@ def test_resolve_time_elapsed(spec, start, exact):
 
 
 HOURS = st.integers(0, 99)  # past 23 and 59 on purpose
-GRAMMAR = '"<start|end> <+|-> <N><w|d|h|m> [at HH:MM]" (like "start - 21d at 09:00")'
+GRAMMAR = (
+    '"<start|end> <+|-> <N><w|d|h|m> [at HH:MM]" (like "start - 21d at 09:00") '
+    'or "<start|end> <+|-> <N> workdays [at HH:MM]"'
+)
 
 
 @pytest.mark.parametrize(

@@ -93,3 +93,16 @@ async def test_every_security_mode_without_auth_says_ehlo_and_sends_smtputf8(sec
     assert received.rcpt_tos == (address,)
     assert (received.tls, received.login) == (security != "none", None)
     assert sorted(received.mail_options) == [f"SIZE={len(message)}", "SMTPUTF8"]
+
+
+async def test_the_maildir_keeps_each_messages_envelope_sender_as_its_return_path(tmp_path: Path):
+    async with maildir(tmp_path) as (transport, delivered):
+        for n in range(2):
+            message = MESSAGE.replace(b"{to}", b"p@example.org").replace(b"{n}", str(n).encode())
+            await transport.send(message, sender=f"bounces+{n}-x@example.org", recipient="p")
+        found = [message_from_bytes(raw, policy=policy.default) for raw in delivered()]
+    assert sorted(str(m["Return-Path"]) for m in found) == [
+        "<bounces+0-x@example.org>",
+        "<bounces+1-x@example.org>",
+    ]
+    assert all(m["Subject"] == "Smörgås" for m in found)

@@ -84,6 +84,7 @@ async def test_metrics_agree_with_status_json(tmp_path: Path):
     async with engine_at(project(tmp_path), clock) as engine:
         await engine.step()  # the invitation goes to both
         clock.set(REMINDER_DUE + timedelta(minutes=10))  # the reminder is 10 minutes late
+        await engine.store.beat(clock.now().timestamp(), planner=True)  # as a running node
         async with page(engine) as base:
             status, headers, text = await get(base + "/metrics")
     assert status == 200
@@ -109,6 +110,9 @@ async def test_metrics_agree_with_status_json(tmp_path: Path):
     assert samples[("mailer_oldest_due_age_seconds", ())] == 600
     errors = sum(1 for event in json.loads(shown.output)["events"] if event["error"])
     assert samples[("mailer_events_in_error", ())] == errors == 1
+    nodes = json.loads(shown.output)["nodes"]
+    assert samples[("mailer_nodes_live", ())] == sum(n["live"] for n in nodes) == 1
+    assert samples[("mailer_planner", ())] == 1 and [n["planner"] for n in nodes] == [True]
 
 
 async def test_health_is_ok_and_503_once_the_store_is_closed(tmp_path: Path):

@@ -19,6 +19,7 @@ from mailer.clock import ManualClock
 from mailer.config_web import WebSettings
 from mailer.engine import Engine
 from mailer.metrics import Metrics
+from mailer.store import Bounce
 from mailer.web import SECURITY_HEADERS, make_app
 from mailer.web_pages import add_pages
 from mailer.web_pages.words import WORDS, choose_language
@@ -115,6 +116,24 @@ async def test_the_state_filter_shows_only_that_state(tmp_path: Path):
             failed = await get(base + "/events/forlabb/mails/invitation?state=failed", headers=EN)
     assert sent.count('<span class="state sent">') == 2
     assert failed[0] == 200 and failed[2].count('<span class="state sent">') == 2  # no such: all
+
+
+async def test_a_bounced_delivery_shows_its_state_and_diagnostic(tmp_path: Path):
+    async with engine_at(project(tmp_path), ManualClock(INVITATION_DUE)) as engine:
+        await engine.step()
+        with sqlite3.connect(tmp_path / "var" / "mailer.sqlite3") as db:
+            (delivery,) = db.execute(
+                "SELECT id FROM deliveries WHERE recipient = 'anna@example.org' "
+                "AND mail = 'invitation'"
+            ).fetchone()
+        diagnostic = "5.1.1 host mx.example.org said: 550 5.1.1 User unknown"
+        await engine.store.record_bounce(Bounce("<n@relay>", delivery, 1.0, "5.1.1", diagnostic))
+        async with page(engine) as base:
+            swedish = (await get(base + "/events/forlabb/mails/invitation", headers=SV))[2]
+            events = (await get(base + "/", headers=EN))[2]
+    assert 'class="state bounced"' in swedish and "studsat" in swedish
+    assert "User unknown" in swedish
+    assert "bounced 1" in text_of(events)
 
 
 async def test_what_does_not_exist_is_404(tmp_path: Path):

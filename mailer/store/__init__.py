@@ -11,6 +11,7 @@ from mailer.store.contract import Store, is_url, open_read_only, open_store
 from mailer.store.leases import HEARTBEAT_S, LEASE_S, Node
 from mailer.store.rows import (
     Attempt,
+    Bounce,
     Change,
     Claimed,
     DatabaseGone,
@@ -21,6 +22,7 @@ from mailer.store.rows import (
     MailCounts,
     Narrow,
     NodeRow,
+    Purged,
     StoreFault,
     StoreUnavailable,
     Version,
@@ -34,6 +36,7 @@ __all__ = [
     "MIGRATIONS",
     "PENDING",
     "Attempt",
+    "Bounce",
     "Change",
     "Claimed",
     "DatabaseGone",
@@ -45,6 +48,7 @@ __all__ = [
     "Narrow",
     "Node",
     "NodeRow",
+    "Purged",
     "SqliteStore",
     "Store",
     "StoreFault",

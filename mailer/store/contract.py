@@ -17,6 +17,7 @@ from mailer.plan import Stored
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,
+    Bounce,
     Change,
     Claimed,
     DeliveryRow,
@@ -25,6 +26,7 @@ from mailer.store.rows import (
     MailCounts,
     Narrow,
     NodeRow,
+    Purged,
     Version,
 )
 
@@ -208,6 +210,28 @@ class Store(Protocol):
         """Per event: counts per state and the next due time of what still waits (the
         organisers' events page). One scan without the problem replies `mail_counts` joins:
         the page stays fast at a thousand events."""
+        ...
+
+    # -- bounces and personal data (SPEC §11, §13) ----------------------------------------
+
+    async def secret(self) -> bytes:
+        """The secret `keyring.Keyring` derives its keys from: made (random) by the first
+        process that asks, the same for every process and node after."""
+        ...
+
+    async def record_bounce(self, bounce: Bounce) -> str:
+        """Record a bounce notice: "recorded" (a 5.x.x one bounces its delivery if it was
+        sent; a 4.x.x one is an attempt in the log, nothing more), "seen" (this notice was
+        recorded before: a restart read it again) or "unknown" (no such delivery)."""
+        ...
+
+    async def purge(
+        self, *, now: float, keep_s: float, erase: Callable[[str], str], dry_run: bool = False
+    ) -> Purged:
+        """Erase the personal data of each event that ended (or was deleted) `keep_s` before
+        `now` and has nothing left to send: addresses become `erase(address)`, and texts,
+        Message-IDs and replies go; the counts per mail and state stay. `dry_run`: what
+        would be erased, with nothing changed."""
         ...
 
 

@@ -73,6 +73,7 @@ class Version:
     mails: str  # JSON: name, due, expires, to
     plan: Plan | None = None  # None: the stored deliveries already match
     files: tuple[File, ...] = ()  # its attachments, as checked
+    ends: float | None = None  # the event's end: its personal data is kept `retention.keep` after
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,34 @@ class Change:
     kind: str
     event: str | None = None
     source: str | None = None
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A delivery status notification read from the bounce mailbox (SPEC §11), matched to
+    its delivery. `notice` names the message (its Message-ID, or a hash of its bytes), so
+    a notice read twice (a crash before it was moved to cur/) is recorded once."""
+
+    notice: str
+    delivery: int
+    at: float
+    status: str  # the DSN's status code: "5.1.1", "4.4.7"
+    reply: str  # the diagnostic, as status shows it
+    code: int | None = None  # the remote server's SMTP reply code, if the DSN quotes one
+
+    @property
+    def is_permanent(self) -> bool:
+        """5.x.x bounces the delivery; 4.x.x is a delay, recorded as an attempt only."""
+        return self.status.startswith("5")
+
+
+@dataclass(frozen=True)
+class Purged:
+    """What a purge erased (or, dry, would erase): SPEC §13's report."""
+
+    events: tuple[str, ...]
+    deliveries: int
+    bytes: int
 
 
 class DatabaseGone(ConfigError):

@@ -26,7 +26,17 @@ from mailer.store.sqlite import SqliteStore
 
 # What is copied, parents before children (attempts refer to deliveries, files to blobs).
 # Leases come as they are: a node takes back what a stopped process held once they ran out.
-TABLES = ("events", "deliveries", "attempts", "blobs", "event_files")
+# The secret key comes too: with another one, erased addresses would no longer match (an
+# event coming back would be planned again) and bounces of mail sent before not be read.
+TABLES = (
+    "events",
+    "deliveries",
+    "attempts",
+    "blobs",
+    "event_files",
+    "secrets",
+    "bounce_notices",
+)
 # Rows read from SQLite and sent to COPY at a time: memory stays flat at 200,000 deliveries.
 CHUNK_ROWS = 5_000
 # SQLite's unix VFS: every connection to a database in WAL mode holds a shared lock on this

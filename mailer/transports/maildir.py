@@ -31,7 +31,7 @@ class MaildirTransport:
 
     async def send(self, message: bytes, *, sender: str, recipient: str) -> Outcome:
         try:
-            name = await asyncio.to_thread(self._deliver, message)
+            name = await asyncio.to_thread(self._deliver, _with_return_path(message, sender))
         except OSError as exc:
             # A full disk or a folder we cannot write to: nothing was delivered, try later.
             self._is_ready = False
@@ -61,3 +61,10 @@ class MaildirTransport:
 
     async def close(self) -> None:
         self._is_ready = False
+
+
+def _with_return_path(message: bytes, sender: str) -> bytes:
+    """The envelope sender on top, as a mail server's local delivery writes it (RFC 5321
+    §4.4): so a Maildir shows each message's bounce address, as the relay would see it."""
+    line_end = b"\r\n" if message.split(b"\n", 1)[0].endswith(b"\r") else b"\n"
+    return b"Return-Path: <" + sender.encode() + b">" + line_end + message

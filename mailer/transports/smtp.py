@@ -24,6 +24,7 @@ from mailer.transports.smtp_faults import (
     connection_problem,
     server_of,
 )
+from mailer.transports.smtp_transaction import SESSION_ERRORS, transact
 
 log = logging.getLogger("mailer.smtp")
 
@@ -32,76 +33,9 @@ log = logging.getLogger("mailer.smtp")
 IDLE_CHECK_S = 30.0
 # QUIT at shutdown is a courtesy: a silent server must not hold the service up longer than this.
 QUIT_TIMEOUT_S = 5.0
-# What a session can fail with below the SMTP replies: aiosmtplib's errors (disconnects and
-# timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
-_SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 # AUTH mechanisms in the order tried, as aiosmtplib names them (`auth_plain`, ...): one only.
 _AUTH_OVER_TLS = ("plain", "login", "cram-md5")
 _AUTH_PLAIN_TEXT = ("cram-md5", "plain", "login")
-
-
-async def transact(
-    client: aiosmtplib.SMTP, message: bytes, *, sender: str, recipient: str, options: list[str]
-) -> str:
-    """MAIL, RCPT, DATA for one recipient: what aiosmtplib's `sendmail` does, less two of its
-    passes over the message (~2 ms for a 280 KB report): addresses were validated at load,
-    and a message we built has CRLF line ends throughout, so its length is its SIZE. After a
-    refusal, RSET, so that the session can carry the next message."""
-    if client.supports_extension("size"):
-        options = [f"SIZE={len(message)}", *options]
-    encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-    try:
-        await client.mail(sender, options=options, encoding=encoding)
-        await client.rcpt(recipient, encoding=encoding)
-        response = await _data(client, message)
-    except (aiosmtplib.SMTPResponseException, ValueError):
-        with contextlib.suppress(*_SESSION_ERRORS):
-            await client.rset()
-        raise
-    return response.message
-
-
-async def _data(client: aiosmtplib.SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
-    """DATA as aiosmtplib's `data` sends it, with the dot-stuffing done by `bytes.replace`.
-
-    aiosmtplib runs two regular expressions over every message (line ends, then leading
-    dots): ~4 ms for a 280 KB report, 40 % of the service's CPU per report. A message we
-    built has CRLF line ends throughout (message.py), so only the dots need doing, and a
-    C-speed replace does them. This speaks through the client's protocol as `data` does
-    (its lock, its pending-reply flag); a message that is not CRLF throughout, or a client
-    whose protocol lacks those (another aiosmtplib), goes through `data` itself.
-    """
-    protocol = client.protocol
-    lock = getattr(protocol, "_command_lock", None)
-    if (
-        protocol is None
-        or lock is None
-        or not hasattr(protocol, "_response_pending")
-        or not message.endswith(b"\r\n")
-        or message.count(b"\n") != message.count(b"\r\n")
-    ):
-        return await client.data(message)
-    stuffed = (b"." if message.startswith(b".") else b"") + message.replace(b"\r\n.", b"\r\n..")
-    try:
-        async with lock:
-            start = await _exchange(protocol, b"DATA\r\n", client.timeout)
-            if start.code != aiosmtplib.SMTPStatus.start_input:
-                raise aiosmtplib.SMTPDataError(start.code, start.message)
-            response = await _exchange(protocol, stuffed + b".\r\n", client.timeout)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
-        client.close()  # as `data` does: the session is out of step
-        raise
-    if response.code != aiosmtplib.SMTPStatus.completed:
-        raise aiosmtplib.SMTPDataError(response.code, response.message)
-    return response
-
-
-async def _exchange(
-    protocol: aiosmtplib.protocol.SMTPProtocol, data: bytes, timeout: float | None
-) -> aiosmtplib.SMTPResponse:
-    protocol._response_pending = True  # a reply is expected: not unsolicited data
-    protocol.write(data)
-    return await protocol.read_response(timeout=timeout)
 
 
 @dataclass
@@ -180,13 +114,14 @@ class SmtpTransport:
         await asyncio.gather(*(self._quit(slot) for slot in slots))
         for slot in slots:
             self._idle.put_nowait(slot)
+        await asyncio.sleep(0)  # the aborted sockets close on this turn (see _quit)
 
     async def _send_on(
         self, slot: _Slot, message: bytes, *, sender: str, recipient: str
     ) -> Outcome:
         try:
             client = await self._ready(slot)
-        except (Refused, *_SESSION_ERRORS) as exc:
+        except (Refused, *SESSION_ERRORS) as exc:
             return self._session_failure(exc)
         options = []
         if not (sender + recipient).isascii():
@@ -202,7 +137,7 @@ class SmtpTransport:
             if not client.is_connected:  # 421: the server is closing the session
                 _drop(slot)
             return by_code(exc.code, exc.message)
-        except _SESSION_ERRORS as exc:
+        except SESSION_ERRORS as exc:
             _drop(slot)
             return self._session_failure(exc)
         except ValueError as exc:  # an address that cannot go on a command line; nothing sent
@@ -219,7 +154,7 @@ class SmtpTransport:
             try:
                 await client.noop()
                 return client
-            except _SESSION_ERRORS as exc:  # not a delivery failure: nothing was sent yet
+            except SESSION_ERRORS as exc:  # not a delivery failure: nothing was sent yet
                 gone = self._scrub(str(exc))
                 log.debug(
                     "session to %s idle %.0f s is gone (%s)", server_of(self.settings), idle_s, gone
@@ -300,10 +235,17 @@ class SmtpTransport:
         return scrub(text, password) if password else text
 
     async def _quit(self, slot: _Slot) -> None:
+        connection = slot.client.transport if slot.client is not None else None
         if slot.client is not None and slot.client.is_connected:
-            with contextlib.suppress(*_SESSION_ERRORS):  # closing anyway
+            with contextlib.suppress(*SESSION_ERRORS):  # closing anyway
                 await slot.client.quit(timeout=min(self.timeout_s, QUIT_TIMEOUT_S))
         _drop(slot)
+        # After QUIT nothing is left to say: a TLS session's polite close waits for the
+        # server's close_notify, which a command's asyncio.run() ending next does not wait
+        # for (its socket was left to the garbage collector). Aborted, the socket closes on
+        # the next turn of the loop.
+        if isinstance(connection, asyncio.Transport):
+            connection.abort()
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

@@ -83,6 +83,7 @@ WORDS: dict[str, tuple[str, str]] = {  # key: (Swedish, English)
     "failed": ("misslyckat", "failed"),
     "cancelled": ("avbrutet", "cancelled"),
     "expired": ("för sent", "expired"),
+    "bounced": ("studsat", "bounced"),
 }
 
 

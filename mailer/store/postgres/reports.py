@@ -26,7 +26,8 @@ class Reports(Connection):
         problems = await self._rows(
             f"SELECT DISTINCT ON (d.event, d.mail) d.event, d.mail, a.reply FROM attempts a "
             f"JOIN deliveries d ON d.id = a.delivery "
-            f"WHERE d.state IN ('retrying', 'failed'){' AND d.event = %s' if event_id else ''} "
+            f"WHERE d.state IN ('retrying', 'failed', 'bounced')"
+            f"{' AND d.event = %s' if event_id else ''} "
             f"ORDER BY d.event, d.mail, a.at DESC, a.id DESC",
             params,
         )

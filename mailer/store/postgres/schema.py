@@ -84,8 +84,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at DOUBLE PRECISION NOT NULL)",
     ),
     (
+        # As SQLite's schema 8 (this is PostgreSQL's 5): SPEC §13's end and erasure times,
+        # the secret, bounce notices.
+        "ALTER TABLE events ADD COLUMN ends DOUBLE PRECISION",
+        "ALTER TABLE events ADD COLUMN purged_at DOUBLE PRECISION",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL)",
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery BIGINT NOT NULL,
+            at DOUBLE PRECISION NOT NULL
+        )""",
+    ),
+    (
         # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
-        # (SQLite's schema 8; this is PostgreSQL's 5).
+        # (SQLite's schema 9; this is PostgreSQL's 6).
         # A row is written at a node's start and each heartbeat; a clean stop deletes it.
         """CREATE TABLE nodes (
             id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"

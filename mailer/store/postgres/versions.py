@@ -56,14 +56,14 @@ class Versions(Connection):
         async with self.transaction() as db, db.cursor() as cursor:
             await cursor.executemany(
                 """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
-                                       removed, updated_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, FALSE, %s)
+                                       removed, updated_at, ends)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, FALSE, %s, %s)
                    ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL,
-                       removed = FALSE, updated_at = excluded.updated_at""",
+                       removed = FALSE, updated_at = excluded.updated_at, ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now)
+                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now, v.ends)
                     for v in sorted(versions, key=lambda v: v.event_id)
                 ],
             )

@@ -27,7 +27,8 @@ class Reports(Connection):
         problems = await self._rows(
             f"SELECT d.event, d.mail, a.reply, MAX(a.at) FROM attempts a "
             f"JOIN deliveries d ON d.id = a.delivery "
-            f"WHERE d.state IN ('retrying', 'failed'){' AND d.event = ?' if event_id else ''} "
+            f"WHERE d.state IN ('retrying', 'failed', 'bounced')"
+            f"{' AND d.event = ?' if event_id else ''} "
             f"GROUP BY d.event, d.mail",
             params,
         )

@@ -95,8 +95,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE pace (name TEXT PRIMARY KEY, next_at REAL NOT NULL)",
     ),
     (
+        # SPEC §13: an event's end, from which its personal data is kept `retention.keep`,
+        # and when it was last erased (a version saved since has texts to erase again).
+        "ALTER TABLE events ADD COLUMN ends REAL",
+        "ALTER TABLE events ADD COLUMN purged_at REAL",
+        # The secret that signs bounce addresses and hashes erased ones (keyring.py), made
+        # once by whichever process needs it first.
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        # SPEC §11: each bounce notice recorded, so one read twice counts once.
+        """CREATE TABLE bounce_notices (
+            notice TEXT PRIMARY KEY,
+            delivery INTEGER NOT NULL,
+            at REAL NOT NULL
+        )""",
+    ),
+    (
         # SPEC §9: the nodes (`mailer run` processes) and which one plans, for `status`
-        # (schema 8; PostgreSQL's 5).
+        # (schema 9; PostgreSQL's 6).
         # A row is written at a node's start and each heartbeat; a clean stop deletes it.
         """CREATE TABLE nodes (
             id TEXT PRIMARY KEY,      -- as in deliveries.leased_by: "host pid token"

@@ -58,14 +58,14 @@ class Versions(Connection):
         async with self.transaction() as db:
             await db.executemany(
                 """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
-                                       removed, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?)
+                                       removed, updated_at, ends)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?)
                    ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL, removed = 0,
-                       updated_at = excluded.updated_at""",
+                       updated_at = excluded.updated_at, ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now)
+                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now, v.ends)
                     for v in versions
                 ],
             )
