@@ -3,8 +3,8 @@
 Every `mailer` command calls one function here: `serve` (run), `send_now` (send),
 `send_test` (send --test), `requeue_failed` (retry), `purge_now` (purge), `migrate_to`
 (migrate), `check_events` (check), `write_previews` (preview) and `rehearse`; the last three
-are the outbox's and rehearsal.py's, `send_now` and `send_test` manual_send.py's, named here
-so that the commands are found in one place.
+are checking.py's, previews.py's and rehearsal.py's, `send_now` and `send_test`
+manual_send.py's, named here so that the commands are found in one place.
 `status` alone is `status.read_status`: scripts poll it, and it should not import the service.
 The engine itself knows nothing of commands.
 """
@@ -17,6 +17,7 @@ import signal
 from datetime import datetime
 from pathlib import Path
 
+from mailer.checking import check_events
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
@@ -26,7 +27,7 @@ from mailer.errors import ConfigError, unusable_database
 from mailer.foresight import Foresight
 from mailer.manual_send import SENDABLE, SendReport, TestSend, send_now, send_test
 from mailer.notify import Notifier
-from mailer.outbox import check_events, write_previews
+from mailer.previews import write_previews
 from mailer.rehearsal import rehearse
 from mailer.retention import purge_due
 from mailer.store import Node, Purged, StoreUnavailable, is_damaged

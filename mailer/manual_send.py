@@ -18,7 +18,8 @@ from mailer.engine import Engine
 from mailer.errors import InputError, MailerError
 from mailer.events import Event, Mail, Recipient
 from mailer.message import build_message, message_id
-from mailer.outbox import Outbox, find_event
+from mailer.outbox import Outbox
+from mailer.previews import find_event
 from mailer.store import Narrow
 from mailer.store.contract import open_store
 from mailer.transport_choice import transport_for
