@@ -1,7 +1,8 @@
 """The service configuration: find the TOML file, validate it into a frozen `Settings`.
 
 What each key's value may be: config_values.py; pydantic's errors in the file's words:
-config_problems.py.
+config_problems.py. The tables of their own: config_transport.py, config_web.py,
+config_privacy.py.
 """
 
 from __future__ import annotations
@@ -10,34 +11,34 @@ import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    SecretStr,
-    Tag,
     ValidationError,
     model_validator,
 )
 
 from mailer.config_privacy import BouncesSettings, RetentionSettings, bounces_problems
 from mailer.config_problems import config_problem
+from mailer.config_transport import (
+    MaildirSettings,
+    SmtpSettings,
+    TransportSettings,
+    transport_problems,
+)
 from mailer.config_values import (
-    ENV_NAME,
     URL_PASSWORD_REFUSED,
     Address,
-    CaFile,
     ConfigPath,
     Country,
     Database,
     Domain,
     Duration,
-    EnvName,
     Language,
     OneLine,
     Zone,
@@ -50,10 +51,6 @@ from mailer.errors import ConfigError, Problems
 from mailer.timing import written_duration
 
 DEFAULT_CONFIG_NAMES = ("config.toml", "config.example.toml")
-_PASSWORD_IN_FILE = (
-    "a password never sits in a file; put it in an environment variable "
-    "and name that variable in transport.password_env"
-)
 
 
 class _Section(BaseModel):
@@ -101,58 +98,6 @@ class SenderSettings(_Section):
     def zone(self) -> ZoneInfo:
         """The default time zone of events that name none."""
         return ZoneInfo(self.timezone)
-
-
-class SmtpSettings(_Section):
-    kind: Literal["smtp"]
-    host: str = Field(min_length=1)
-    port: Annotated[int, between(1, 65535)] = 587
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    username: str | None = None
-    password_env: EnvName | None = None
-    timeout: Duration = timedelta(seconds=30)
-    validate_certs: bool = True
-    # A PEM file of the CA(s) to trust for this server INSTEAD of the system's store (as
-    # ssl.create_default_context(cafile=...) does); SSL_CERT_FILE replaces the store for all.
-    ca_file: CaFile | None = None
-    # From $password_env via load_settings, never from the file; SecretStr keeps it out of repr.
-    password: SecretStr | None = Field(default=None, exclude=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: Any) -> Any:
-        """The port that goes with `security`: 465 for TLS from the start, 587 to submit
-        with STARTTLS, 25 for a plain local relay."""
-        if isinstance(data, dict) and "port" not in data:
-            port = {"tls": 465, "none": 25}.get(data.get("security", "starttls"), 587)
-            return {**data, "port": port}
-        return data
-
-    @model_validator(mode="after")
-    def _login_has_password(self) -> SmtpSettings:
-        """A login name without a password would log in with an empty one and fail at 3 am."""
-        if self.username and not self.password_env:
-            raise ValueError(
-                "username is set but password_env is not: name the environment variable "
-                "that holds the password"
-            )
-        return self
-
-
-class MaildirSettings(_Section):
-    kind: Literal["maildir"] = "maildir"
-    path: ConfigPath = Path("var/maildir")
-
-
-def _transport_kind(value: Any) -> Any:
-    """The union tag; a [transport] without `kind` is a Maildir, which needs no server."""
-    return value.get("kind", "maildir") if isinstance(value, dict) else getattr(value, "kind", None)
-
-
-TransportSettings = Annotated[
-    Annotated[SmtpSettings, Tag("smtp")] | Annotated[MaildirSettings, Tag("maildir")],
-    Discriminator(_transport_kind),
-]
 
 
 class SendingSettings(_Section):
@@ -250,7 +195,7 @@ def load_settings(path: Path, *, needs_password: bool = True) -> Settings:
     """
     source = str(path)
     raw = _read_toml(path)
-    problems = _take_password(raw, source, needs_password=needs_password)
+    problems = transport_problems(raw, source, needs_password=needs_password)
     problems += web_problems(raw, source, needs_password=needs_password)
     problems += bounces_problems(raw, source, needs_password=needs_password)
     problems += _drop_url_password(raw, source)
@@ -291,30 +236,3 @@ def _drop_url_password(raw: dict[str, Any], source: str) -> list[ConfigError]:
         return []
     del paths["database"]
     return [ConfigError(URL_PASSWORD_REFUSED, source=source, key="paths.database")]
-
-
-def _take_password(raw: dict[str, Any], source: str, *, needs_password: bool) -> list[ConfigError]:
-    """Refuse a literal password; move the one $password_env names into the transport.
-
-    Only this module reads the environment, so everything else gets secrets as values. The
-    variable is taken out of the environment as it is read: every process started later
-    (reader workers, multiprocessing's resource tracker) inherits the environment, and
-    anyone who may run `ps eww` could read it there. (The kernel keeps the service's own
-    environment as it was at exec, in /proc/<pid>/environ, readable by root and its user.)
-    A second load in the same process therefore needs the variable set again.
-    """
-    transport = raw.get("transport")
-    if not isinstance(transport, dict):
-        return []
-    problems = []
-    if transport.pop("password", None) is not None:
-        problems.append(ConfigError(_PASSWORD_IN_FILE, source=source, key="transport.password"))
-    name = transport.get("password_env")
-    if _transport_kind(transport) == "smtp" and isinstance(name, str) and ENV_NAME.fullmatch(name):
-        value = os.environ.pop(name, None)
-        if value:
-            transport["password"] = SecretStr(value)
-        elif needs_password:
-            message = f"environment variable {name} is {'not set' if value is None else 'empty'}"
-            problems.append(ConfigError(message, source=source, key="transport.password_env"))
-    return problems

@@ -96,7 +96,8 @@ def bounces_problems(
     raw: dict[str, Any], source: str, *, needs_password: bool
 ) -> list[ConfigError]:
     """The IMAP password $bounces.password_env names moved into `[bounces]`, taken out of the
-    environment as it is read (config._take_password says why); one in the file refused."""
+    environment as it is read (config_transport.transport_problems says why); one in the file
+    refused."""
     bounces = raw.get("bounces")
     if not isinstance(bounces, dict):
         return []

@@ -79,8 +79,8 @@ def is_loopback(host: str) -> bool:
 def web_problems(raw: dict[str, Any], source: str, *, needs_password: bool) -> list[ConfigError]:
     """A page off loopback without a login, refused before anything binds (SPEC §12: it
     shows recipients' addresses to the network); and the password $web.password_env names
-    moved into `[web]`, taken out of the environment as it is read (config._take_password
-    says why)."""
+    moved into `[web]`, taken out of the environment as it is read
+    (config_transport.transport_problems says why)."""
     web = raw.get("web")
     if not isinstance(web, dict):
         return []

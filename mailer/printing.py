@@ -13,11 +13,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mailer.advice import WARNING
-from mailer.commands import SendReport, TestSend
 from mailer.dates import weekday_time
 from mailer.delivery import DeliveryState, Verdict
 from mailer.errors import MailerError, printable
 from mailer.foresight import effect_document, effect_lines
+from mailer.manual_send import SendReport, TestSend
 from mailer.planning import EditEffect
 from mailer.rehearsal import Rehearsal
 from mailer.sources import Loaded

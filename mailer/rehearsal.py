@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mailer.clock import ManualClock
-from mailer.config import MaildirSettings, Settings
+from mailer.config import Settings
+from mailer.config_transport import MaildirSettings
 from mailer.engine import Engine
 from mailer.errors import InputError, Problems
 from mailer.events import Event

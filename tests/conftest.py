@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from hypothesis import settings
 
-from mailer.config import SmtpSettings
+from mailer.config_transport import SmtpSettings
 from tests import postgres, smtpd
 from tests.smtpd import SmtpServer, serve_smtp
 

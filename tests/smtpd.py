@@ -19,7 +19,7 @@ import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
-from mailer.config import SmtpSettings
+from mailer.config_transport import SmtpSettings
 
 HOSTNAME = "mailer-test"  # given explicitly, so aiosmtpd does no FQDN lookup
 USERNAME = "mailer"

@@ -18,14 +18,13 @@ from pydantic import BaseModel, ValidationError
 from mailer.cli import main
 from mailer.config import (
     DEFAULT_CONFIG_NAMES,
-    MaildirSettings,
     PathSettings,
     SenderSettings,
     SendingSettings,
-    SmtpSettings,
     find_config,
     load_settings,
 )
+from mailer.config_transport import MaildirSettings, SmtpSettings
 from mailer.config_values import PostgresUrl
 from mailer.errors import ConfigError, Problems
 from mailer.store import Store
@@ -62,7 +61,7 @@ def problems_of(path: Path) -> list[str]:
         (
             SENDER + '[bounces]\naddress = "bounces+x@example.org"\n',
             'bounces.address: expected a plain ASCII address without "+" (such as '
-            '"bounces@example.org"), got \'bounces+x@example.org\': mailer adds +<token> to it '
+            "\"bounces@example.org\"), got 'bounces+x@example.org': mailer adds +<token> to it "
             "for each delivery",
         ),
         (SENDER + '[bounces]\npath = "x"\n', "bounces.address: required"),

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mailer.clock import SystemClock
-from mailer.config import Settings, SmtpSettings, load_settings
+from mailer.config import Settings, load_settings
+from mailer.config_transport import SmtpSettings
 from mailer.engine import Engine
 from mailer.pacing import SharedPace
 from mailer.store import Narrow, open_store
@@ -27,7 +28,7 @@ PEOPLE = 5  # per node
 
 @asynccontextmanager
 async def node(settings: Settings, server: SmtpServer) -> AsyncIterator[Engine]:
-    """A node whose transport is built as commands.transport_for builds it, but trusting
+    """A node whose transport is built as transport_choice.transport_for builds it, but trusting
     the test CA."""
     store = await open_store(settings.paths.database)
     assert isinstance(settings.transport, SmtpSettings)

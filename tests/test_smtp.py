@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailer.config import SmtpSettings
+from mailer.config_transport import SmtpSettings
 from mailer.delivery import Outcome, Verdict
 from mailer.transports.masking import MASK, scrub
 from mailer.transports.smtp import SmtpTransport

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from mailer.clock import ManualClock
-from mailer.config import SmtpSettings, load_settings
+from mailer.config import load_settings
+from mailer.config_transport import SmtpSettings
 from mailer.engine import Engine
 from mailer.store import LEASE_S, Store
 from mailer.transports.smtp import SmtpTransport

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import aiosmtplib
 from aiolimiter import AsyncLimiter
 
-from mailer import config
+from mailer import config_transport
 from mailer.delivery import Outcome, Verdict
 from mailer.transports.base import Pace
 from mailer.transports.masking import scrub
@@ -64,7 +64,7 @@ class SmtpTransport:
 
     def __init__(
         self,
-        settings: config.SmtpSettings,
+        settings: config_transport.SmtpSettings,
         *,
         connections: int,
         max_per_minute: int,

@@ -7,7 +7,7 @@ import ssl
 
 import aiosmtplib
 
-from mailer import config
+from mailer import config_transport
 from mailer.delivery import Outcome, Verdict
 
 NO_STARTTLS = (
@@ -20,7 +20,7 @@ class Refused(Exception):
     """The server cannot be used as configured (no STARTTLS, no AUTH): a person must act."""
 
 
-def server_of(settings: config.SmtpSettings) -> str:
+def server_of(settings: config_transport.SmtpSettings) -> str:
     return f"{settings.host}:{settings.port}"
 
 
@@ -30,7 +30,9 @@ def by_code(code: int, message: str) -> Outcome:
     return Outcome(verdict, f"{code} {message}", code)
 
 
-def configuration_problem(exc: BaseException, settings: config.SmtpSettings) -> str | None:
+def configuration_problem(
+    exc: BaseException, settings: config_transport.SmtpSettings
+) -> str | None:
     """What a person must fix (login, certificate, STARTTLS), or None for a passing fault.
 
     These still RETRY, never FAIL: once the setting is fixed, the waiting mail must flow.
@@ -55,7 +57,7 @@ def configuration_problem(exc: BaseException, settings: config.SmtpSettings) -> 
     return None
 
 
-def connection_problem(exc: BaseException, settings: config.SmtpSettings) -> str:
+def connection_problem(exc: BaseException, settings: config_transport.SmtpSettings) -> str:
     """A passing fault (timeout, drop, refused connection, 4xx greeting) in plain words."""
     server = server_of(settings)
     if isinstance(exc, TimeoutError):
