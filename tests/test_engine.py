@@ -232,7 +232,7 @@ async def test_a_restart_leaves_unchanged_events_unparsed_until_a_mail_is_due(tm
 
 
 async def test_memory_holds_a_bounded_number_of_parsed_events(tmp_path: Path):
-    from mailer.catalog import MAX_PARSED
+    from mailer.in_force import MAX_PARSED
 
     make_project(tmp_path)
     for number in range(MAX_PARSED + 4):
