@@ -311,8 +311,8 @@ async def test_a_stop_while_a_wake_up_job_is_in_flight_says_nothing_alarming(
     caplog.set_level(logging.DEBUG, logger="apscheduler")
     task = asyncio.create_task(engine.run(watch_folder=False))
     try:
-        await until(lambda: engine._scheduler is not None and engine._scheduler.running)
-        scheduler = engine._scheduler
+        await until(lambda: engine.alarm.scheduler is not None and engine.alarm.scheduler.running)
+        scheduler = engine.alarm.scheduler
         assert scheduler is not None
         await until(lambda: scheduler.get_job("wake") is not None)
 
