@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench.context import Context
+from bench.failover import failover
 from bench.memory import memory
+from bench.nodes import nodes_throughput
 from bench.pages import pages
 from bench.planning import planning
 from bench.punctuality import punctuality
@@ -34,6 +36,8 @@ SCENARIOS: dict[str, Scenario] = {
     "5": reload_latency,
     "6": memory,
     "7": pages,
+    "8": nodes_throughput,
+    "9": failover,
 }
 
 

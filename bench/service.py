@@ -101,8 +101,10 @@ class Service:
         return self.ready_s
 
     async def stop(self) -> int:
-        """SIGTERM, as systemd stops it; SIGKILL if it does not exit in time."""
+        """SIGTERM, as systemd stops it (woken first if a scenario froze it); SIGKILL if
+        it does not exit in time."""
         if self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT_S)
@@ -115,13 +117,16 @@ class Service:
 
 
 @asynccontextmanager
-async def mailer_run(root: Path) -> AsyncIterator[Service]:
-    """`mailer run -c config.toml` in `root` (with the loop probe), stopped on the way out."""
+async def mailer_run(
+    root: Path, *, log_name: str = "log.txt", probe: bool = True
+) -> AsyncIterator[Service]:
+    """`mailer run -c config.toml` in `root` (with the loop probe unless `probe` is False:
+    several nodes side by side need no stall figures), stopped on the way out."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.probed",
+        "bench.probed" if probe else "mailer",
         "run",
         "-c",
         str(root / "config.toml"),
@@ -131,7 +136,7 @@ async def mailer_run(root: Path) -> AsyncIterator[Service]:
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    service = Service(process, root / "log.txt")
+    service = Service(process, root / log_name)
     try:
         yield service
     finally:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from mailer.checking import check_events
 from mailer.clock import Clock
 from mailer.config import Settings, SmtpSettings
 from mailer.config_values import URL_PASSWORD_REFUSED, url_has_password
@@ -30,8 +31,9 @@ from mailer.events import Event, Mail, Recipient
 from mailer.foresight import Foresight
 from mailer.message import build_message, message_id
 from mailer.notify import Notifier
-from mailer.outbox import Outbox, check_events, find_event, write_previews
+from mailer.outbox import Outbox
 from mailer.pacing import SharedPace
+from mailer.previews import find_event, write_previews
 from mailer.rehearsal import rehearse
 from mailer.retention import purge_due
 from mailer.store import Narrow, Node, Purged, Store, StoreUnavailable, is_damaged

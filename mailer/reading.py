@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailer.checking import judge_event
 from mailer.config import Settings
-from mailer.outbox import judge_event
 from mailer.planning import Reading, read_version
 from mailer.render import Renderer
 from mailer.sources import Loaded, defaults_for

@@ -23,15 +23,8 @@ from mailer.event_files import (
     read_bytes,
     read_text,
 )
-from mailer.events import (
-    Event,
-    EventDefaults,
-    event_id_of,
-    is_folder_event,
-    load_toml,
-    parse_event,
-    recipients_file_of,
-)
+from mailer.event_parser import parse_event, recipients_file_of
+from mailer.events import Event, EventDefaults, event_id_of, is_folder_event, load_toml
 from mailer.mails import inside
 from mailer.workdays import DaysOff
 

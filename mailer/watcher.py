@@ -54,11 +54,15 @@ def event_source_of(path: Path, schedules: Path) -> Path | None:
 
 def event_sources(changed: Iterable[str], schedules: Path) -> set[Path]:
     """The event files the changed paths belong to. A file lying beside the single-file
-    events (`schedules/deltagare.csv`) may be any of theirs: each of them is read again."""
+    events (`schedules/deltagare.csv`) may be any of theirs: each of them is read again. A
+    new folder is its own event: files written into it before inotify watches it are
+    reported as the folder alone."""
     found: set[Path] = set()
     for name in changed:
         path = Path(name)
-        if path.parent == schedules and path.suffix != ".toml" and not is_ignored(path):
+        if path.parent == schedules and path.is_dir() and not is_ignored(path):
+            found.add(as_typed(path / "event.toml"))
+        elif path.parent == schedules and path.suffix != ".toml" and not is_ignored(path):
             found.update(_single_file_events(schedules))
         elif (source := event_source_of(path, schedules)) is not None:
             found.add(source)

@@ -95,7 +95,13 @@ class Cluster:
     stops it, `-m immediate`) and started again by tests of a database that goes away."""
 
     def __init__(
-        self, bindir: Path, user: pwd.struct_passwd | None, folder: Path, *, durable: bool
+        self,
+        bindir: Path,
+        user: pwd.struct_passwd | None,
+        folder: Path,
+        *,
+        durable: bool,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.bindir = bindir
         self.user = user
@@ -104,6 +110,7 @@ class Cluster:
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.durable = durable
+        self.settings = dict(settings or {})  # over SERVER_SETTINGS (the benchmarks' own)
 
     def create(self) -> None:
         _run(
@@ -125,6 +132,7 @@ class Cluster:
         # its WAL: what a test that crashes the server needs (fsync off still holds: the
         # machine does not crash, only the server).
         extra = {"synchronous_commit": "on"} if self.durable else {}
+        extra |= self.settings
         _configure(self.data, port=self.port, socket_dir=self.folder, extra=extra)
 
     def start(self) -> None:
@@ -143,15 +151,18 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(bindir: Path, *, durable: bool = False) -> Iterator[Cluster]:
+def running_cluster(
+    bindir: Path, *, durable: bool = False, settings: Mapping[str, str] | None = None
+) -> Iterator[Cluster]:
     """Start a throwaway cluster (superuser `postgres`, database `postgres`); stop it and
-    remove its folder afterwards, even if the test run is killed."""
+    remove its folder afterwards, even if the test run is killed. `settings` go over
+    SERVER_SETTINGS (the benchmarks run the server as deployed, flushing)."""
     user = _server_user()
     folder = Path(tempfile.mkdtemp(prefix="mailer-pg-"))
     try:
         if user is not None:
             shutil.chown(folder, user=user.pw_uid, group=user.pw_gid)
-        cluster = Cluster(bindir, user, folder, durable=durable)
+        cluster = Cluster(bindir, user, folder, durable=durable, settings=settings)
         cluster.create()
         cluster.start()
         watcher = _watch(user, folder, bindir / "pg_ctl", cluster.data)

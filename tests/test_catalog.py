@@ -14,9 +14,10 @@ import pytest
 
 from mailer import reading, saving
 from mailer.catalog import Catalog
+from mailer.checking import check_events
 from mailer.clock import ManualClock
 from mailer.config import load_settings
-from mailer.outbox import Outbox, check_events
+from mailer.outbox import Outbox
 from mailer.sources import find_event_files
 from mailer.store import Store
 from tests.project import EVENT, TEMPLATES, make_project, write_event

@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from mailer.errors import Problems
-from mailer.events import EventDefaults, parse_event
+from mailer.event_parser import parse_event
+from mailer.events import EventDefaults
 from mailer.toml_text import load_toml
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")

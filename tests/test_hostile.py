@@ -30,7 +30,8 @@ from mailer.cli import main
 from mailer.clock import ManualClock
 from mailer.errors import Collector, MailerError, Problems
 from mailer.event_files import MAX_ATTACHMENT_BYTES, MAX_CSV_BYTES
-from mailer.events import Event, EventDefaults, Recipient, parse_event
+from mailer.event_parser import parse_event
+from mailer.events import Event, EventDefaults, Recipient
 from mailer.message import Sender, parse_message
 from mailer.outbox import Outbox
 from mailer.recipients import parse_csv

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from mailer.cli import main
 from mailer.config import load_settings
 from mailer.errors import Collector, Problems
-from mailer.events import parse_event
+from mailer.event_parser import parse_event
 from mailer.languages import chain, is_language
 from mailer.recipients import parse_csv
 from mailer.templates import TemplateFolder

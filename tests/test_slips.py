@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.errors import InputError, Problems
-from mailer.events import EVENT_KEYS, EventDefaults, parse_event
+from mailer.event_parser import EVENT_KEYS, parse_event
+from mailer.events import EventDefaults
 from mailer.slips import edits, is_slip_for
 from mailer.sources import load_event
 from mailer.toml_text import load_toml

@@ -2,7 +2,7 @@
 a language with no templates, a template that needs an attachment the mail lacks, a free key
 written as text where a template formats it as a date; and `preview --language`.
 
-Each is judged by `outbox.judge_event`, which `check` and the running service share."""
+Each is judged by `checking.judge_event`, which `check` and the running service share."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
+from mailer.checking import judge_event
 from mailer.cli import main
 from mailer.events import EventDefaults
-from mailer.outbox import judge_event
 from mailer.render import Renderer
 from tests.project import EVENT, TEMPLATES, make_project, write_event
 

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from mailer.cli import main
 from mailer.errors import Problems
-from mailer.events import load_toml, parse_event
+from mailer.event_parser import parse_event
+from mailer.events import load_toml
 from tests.project import EVENT, make_project, write_event
 from tests.test_events import DEFAULTS
 
