@@ -1,5 +1,5 @@
 """The service: load, wake, step, shut down (what to send is the catalog's business, how
-one step sends is `sending.py`'s).
+one step sends is `sending.py`'s, the APScheduler wake-up `alarm.py`'s).
 
 The database is the queue. APScheduler holds a single wake-up, at the earliest time anything
 is due, and only wakes the engine; the engine asks the store what is due by its own clock, and
@@ -14,11 +14,8 @@ import logging
 import random
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from apscheduler.executors.debug import DebugExecutor
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
+from mailer.alarm import Alarm
 from mailer.announcing import announce_settled
 from mailer.bounces import BounceReader
 from mailer.catalog import SETTLE_S, Catalog
@@ -78,7 +75,7 @@ class Engine:
             stopping=self.stopping,
             wakeup=self.wakeup,
         )
-        self._scheduler: AsyncIOScheduler | None = None
+        self.alarm = Alarm(self.wakeup)  # APScheduler's one wake-up (`alarm.py`)
         self._trouble = StoreTrouble()
 
     # -- the events -----------------------------------------------------------------------
@@ -161,11 +158,7 @@ class Engine:
             self.wakeup.set()
         else:
             await self.plan(sources)
-        # The debug executor calls the job on the loop as the scheduler finds it due: the
-        # asyncio one runs it as a task (or in a thread) that a stop can cancel before it
-        # ran, which APScheduler logs as an error with a CancelledError traceback.
-        self._scheduler = AsyncIOScheduler(timezone=UTC, executors={"default": DebugExecutor()})
-        self._scheduler.start()
+        self.alarm.start()
         log.info("running: %d events in force", self.catalog.in_force)
         self.loaded.set()
         # The election watches schedules/ while this node plans, and beats (SPEC §9).
@@ -178,7 +171,7 @@ class Engine:
                 await self._turn()
         finally:
             self.stopping.set()
-            self._stop_scheduler()  # first: no wake-up fires while the rest winds down
+            self.alarm.stop()  # first: no wake-up fires while the rest winds down
             listener.cancel()
             await asyncio.gather(beside, listener, upkeep, return_exceptions=True)
             await self.close()
@@ -247,33 +240,12 @@ class Engine:
         """One wake-up at the earliest due time (or the end of a pause); the seconds until
         then by our clock, at most the poll's."""
         next_due = await self.store.next_due()
-        if next_due is None or self._scheduler is None:
+        if next_due is None or not self.alarm.is_started:
             return self.poll_s
         if self.sender.paused_until is not None:
             next_due = max(next_due, self.sender.paused_until)
-        self._wake(
-            "wake", "date", run_date=self.clock.wall_time(datetime.fromtimestamp(next_due, UTC))
-        )
+        self.alarm.arm(self.clock.wall_time(datetime.fromtimestamp(next_due, UTC)))
         return min(max(next_due - self.now(), 0.0), self.poll_s)
-
-    def _wake(self, job_id: str, trigger: str, **when: Any) -> None:
-        """(Re)place a job that only pokes the engine. `misfire_grace_time=None`: a late
-        wake-up (a slow start, a busy loop) must still fire; APScheduler's default of 1 s
-        would silently skip it (MEASUREMENTS.md)."""
-        assert self._scheduler is not None
-        self._scheduler.add_job(
-            self._poke,
-            trigger,
-            id=job_id,
-            replace_existing=True,
-            misfire_grace_time=None,
-            coalesce=True,
-            **when,
-        )
-
-    def _poke(self) -> None:
-        """The job: a plain function, called on the loop by the debug executor."""
-        self.wakeup.set()
 
     async def _wait(self, event: asyncio.Event, *, timeout_s: float) -> None:
         """Until `event` or a stop, or `timeout_s` on the loop's monotonic clock."""
@@ -285,12 +257,6 @@ class Engine:
     def stop(self) -> None:
         """Stop taking new work (SIGTERM/SIGINT); `run()` finishes what is in flight."""
         self.stopping.set()
-
-    def _stop_scheduler(self) -> None:
-        """Once: APScheduler stops on the loop's next turn, and a second call would raise."""
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
 
     async def close(self) -> None:
         """Close the transport's sessions and end the rendering workers (the store is the

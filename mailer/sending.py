@@ -3,14 +3,14 @@ outcome, pause on a fault every message would share.
 
 Each session takes the next claimed delivery, composes it, hands it to the transport and waits
 until its outcome is committed before taking the next, so a crash can repeat at most the
-messages in flight (SPEC §5.3). While a step holds claims it renews their leases (SPEC §9).
+messages in flight (SPEC §5.3). While a step holds claims it renews their leases (SPEC §9);
+the claims and their leases are `claims.py`'s (split out, issue 13).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from mailer.announcing import NOTICES, revision
 from mailer.catalog import Catalog
+from mailer.claims import Claims
 from mailer.clock import Clock
 from mailer.config import Settings
 from mailer.delivery import DeliveryState, Outcome, Verdict
@@ -26,14 +27,10 @@ from mailer.keyring import Keyring
 from mailer.outbox import Outbox
 from mailer.policy import RetryPolicy
 from mailer.secret import load_keyring
-from mailer.store import Attempt, CalendarRow, Claimed, Narrow, Store, StoreUnavailable
+from mailer.store import Attempt, CalendarRow, Claimed, Narrow, Store
 from mailer.transports.base import Transport
 
 log = logging.getLogger("mailer")
-
-# How many due deliveries one claim takes: enough to keep every session busy between two
-# claims, few enough that a crash leaves little to put back in the queue.
-CLAIM_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -44,52 +41,6 @@ class StepResult:
     outcomes: Mapping[int, DeliveryState]
     handled: int
     paused_because: str | None
-
-
-class _Claims:
-    """The deliveries one step has claimed, taken by its sessions one at a time."""
-
-    def __init__(self, sender: Sender, *, only: Narrow | None, due_by: float | None) -> None:
-        self.waiting: deque[Claimed] = deque()
-        self._lock = asyncio.Lock()
-        self._sender = sender
-        self._only = only
-        self._due_by = due_by
-        self.halted = False  # a session failed: the others finish what they hold, then stop
-        # When our leases were last known good (loop time): claimed or renewed from then.
-        self.held_at = -math.inf
-
-    def has_lapsed(self) -> bool:
-        """Whether our leases may have run out: no claim or renewal for a lease's length
-        (this process was frozen, or the database away). What is waiting may be another
-        node's now: sending it would send it twice (SPEC §9)."""
-        lease_s = self._sender.store.node.lease_s
-        return asyncio.get_running_loop().time() - self.held_at >= lease_s
-
-    async def take(self) -> Claimed | None:
-        """The next delivery, claiming a batch when none is left; None when done or halted."""
-        sender = self._sender
-        async with self._lock:
-            if self.waiting and self.has_lapsed():
-                lapsed = [c.id for c in self.waiting]
-                self.waiting.clear()
-                await sender.store.release(lapsed)  # those still ours; others' stay theirs
-                log.warning("%d claims held past their lease go back to the queue", len(lapsed))
-            if not self.waiting and sender.may_go_on() and not self.halted:
-                self.held_at = asyncio.get_running_loop().time()
-                due_by = sender.now() if self._due_by is None else self._due_by
-                batch, expired = await sender.store.claim_due(
-                    due_by, limit=CLAIM_BATCH, only=self._only
-                )
-                if batch and self._due_by is not None:
-                    # Leased from `due_by`, which a long pass leaves behind: renewed from
-                    # now at once, or another process would take them back as abandoned.
-                    await sender.store.renew_leases(sender.now())
-                if expired:
-                    log.warning("%d deliveries expired before they could be sent", expired)
-                self.waiting.extend(batch)
-            going_on = sender.may_go_on() and not self.halted
-            return self.waiting.popleft() if self.waiting and going_on else None
 
 
 class Sender:
@@ -148,10 +99,10 @@ class Sender:
         if self.is_paused():
             return StepResult({}, 0, self.paused_because)
         self.paused_because = None  # a pause that has ended is not news of this step
-        claims = _Claims(self, only=only, due_by=due_by)
+        claims = Claims(self, only=only, due_by=due_by)
         # Per step, not for the life of the service: that would grow by one entry per delivery.
         outcomes: dict[int, DeliveryState] = {}
-        heartbeat = asyncio.create_task(self._renew_leases(claims))
+        heartbeat = asyncio.create_task(claims.renew_leases())
         sessions = [
             asyncio.create_task(self._session(claims, outcomes))
             for _ in range(self.settings.sending.connections)
@@ -171,7 +122,7 @@ class Sender:
         handled = sum(n for n in ended if isinstance(n, int))
         return StepResult(outcomes, handled, self.paused_because)
 
-    async def _session(self, claims: _Claims, outcomes: dict[int, DeliveryState]) -> int:
+    async def _session(self, claims: Claims, outcomes: dict[int, DeliveryState]) -> int:
         """Deliver one claimed delivery after another; how many."""
         handled = 0
         while (delivery := await claims.take()) is not None:
@@ -197,22 +148,6 @@ class Sender:
             self._unreleased.update(ids)
             await asyncio.shield(self.store.release(ids))
             self._unreleased.difference_update(ids)
-
-    async def _renew_leases(self, claims: _Claims) -> None:
-        """While a step holds claims: renew their leases, so that no other process takes
-        them back as a stopped one's. A renewal the store fails is tried at the next beat
-        (the step's own store calls say what is wrong); one after the leases may have run
-        out keeps what is still ours, but cannot vouch for what waits (`has_lapsed`)."""
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            started = asyncio.get_running_loop().time()
-            lapsed = claims.has_lapsed()
-            try:
-                await self.store.renew_leases(self.now())
-            except (StoreUnavailable, OSError):
-                continue
-            if not lapsed:
-                claims.held_at = started
 
     async def _settle_leftovers(self) -> None:
         """Finish what a failed step left: record what went out, requeue what did not."""

@@ -58,9 +58,9 @@ async def test_a_clock_set_back_and_corrected_leaves_due_mail_late_by_seconds_no
     )
     service = asyncio.create_task(engine.run())
     try:
-        await until(lambda: engine._scheduler is not None and engine._scheduler.running)
-        assert engine._scheduler is not None
-        engine._scheduler.pause()  # its jobs are an hour away now: none fires in this test
+        await until(lambda: engine.alarm.scheduler is not None and engine.alarm.scheduler.running)
+        assert engine.alarm.scheduler is not None
+        engine.alarm.scheduler.pause()  # its jobs are an hour away now: none fires in this test
         clock.step = -timedelta(hours=1)  # the clock set back an hour...
         await asyncio.sleep(1.0)
         assert sent(tmp_path) == 0
@@ -86,9 +86,9 @@ async def test_a_clock_stepped_forward_sends_what_fell_due_at_once(tmp_path: Pat
     )
     service = asyncio.create_task(engine.run())
     try:
-        await until(lambda: engine._scheduler is not None and engine._scheduler.running)
-        assert engine._scheduler is not None
-        engine._scheduler.pause()
+        await until(lambda: engine.alarm.scheduler is not None and engine.alarm.scheduler.running)
+        assert engine.alarm.scheduler is not None
+        engine.alarm.scheduler.pause()
         clock.step = timedelta(hours=2, seconds=1)  # two hours later, all of a sudden
         await until(lambda: sent(tmp_path) == 2, timeout_s=POLL_S + 5)
     finally:

@@ -232,7 +232,7 @@ async def test_a_restart_leaves_unchanged_events_unparsed_until_a_mail_is_due(tm
 
 
 async def test_memory_holds_a_bounded_number_of_parsed_events(tmp_path: Path):
-    from mailer.catalog import MAX_PARSED
+    from mailer.in_force import MAX_PARSED
 
     make_project(tmp_path)
     for number in range(MAX_PARSED + 4):
@@ -311,8 +311,8 @@ async def test_a_stop_while_a_wake_up_job_is_in_flight_says_nothing_alarming(
     caplog.set_level(logging.DEBUG, logger="apscheduler")
     task = asyncio.create_task(engine.run(watch_folder=False))
     try:
-        await until(lambda: engine._scheduler is not None and engine._scheduler.running)
-        scheduler = engine._scheduler
+        await until(lambda: engine.alarm.scheduler is not None and engine.alarm.scheduler.running)
+        scheduler = engine.alarm.scheduler
         assert scheduler is not None
         await until(lambda: scheduler.get_job("wake") is not None)
 
