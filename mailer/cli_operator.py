@@ -44,6 +44,7 @@ def run(config_path: Path | None, log_format: str) -> int:
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
+    commands.freeze_what_is_loaded()
     asyncio.run(commands.serve(settings, clock=SystemClock()))
     return EXIT_OK
 
