@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from mailer.delivery import DeliveryState
 from mailer.errors import ConfigError
-from mailer.plan import Plan
+
+if TYPE_CHECKING:  # the planner's module loads templates and rendering: not for `status`
+    from mailer.plan import Plan
 
 
 @dataclass(frozen=True)
