@@ -25,6 +25,8 @@ class DeliveryState(enum.StrEnum):
 
 # Waiting to go out: the plan may still move or cancel them.
 PENDING = frozenset({DeliveryState.SCHEDULED, DeliveryState.RETRYING})
+# In trouble: `mailer status` shows each mail's newest server reply among these.
+TROUBLED = frozenset({DeliveryState.RETRYING, DeliveryState.FAILED, DeliveryState.BOUNCED})
 # Ended without being sent; a plan that wants them again (a recipient put back, an event
 # moved) brings them back.
 REVIVABLE = frozenset({DeliveryState.CANCELLED, DeliveryState.EXPIRED})
