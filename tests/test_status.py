@@ -177,7 +177,7 @@ def test_status_loads_neither_templates_nor_holidays(tmp_path: Path):
     code = (
         "import sys, pathlib, mailer.status, mailer.config; "
         f"mailer.config.load_settings(pathlib.Path({str(config)!r})); "
-        "heavy = ('jinja2', 'mailer.render', 'mailer.plan', 'holidays'); "
+        "heavy = ('jinja2', 'babel', 'mailer.render', 'mailer.plan', 'holidays'); "
         "loaded = [m for m in heavy if m in sys.modules]; "
         "assert not loaded, loaded"
     )
