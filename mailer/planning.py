@@ -139,6 +139,8 @@ def with_erased(
         hashed = erase(w.recipient)
         found.append(w._replace(recipient=hashed) if (w.mail, hashed) in erased else w)
     return found
+
+
 @dataclass(frozen=True)
 class Retimed:
     """A mail whose due time an edit moves; `deliveries` of it still waiting move along."""

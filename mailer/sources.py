@@ -31,6 +31,8 @@ from mailer.workdays import DaysOff
 # Editors' and file managers' leftovers that must never be taken for an event.
 IGNORED_PREFIXES = (".", "#", "~")
 IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".bak")
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One event file as read now: the event, or why it is invalid. `digest` names the content."""

@@ -68,8 +68,18 @@ class Versions(Connection):
                        removed = FALSE, updated_at = excluded.updated_at,
                        held = excluded.held, ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now,
-                     v.held, v.ends)
+                    (
+                        v.event_id,
+                        v.source,
+                        v.title,
+                        v.digest,
+                        v.toml,
+                        v.csv,
+                        v.mails,
+                        now,
+                        v.held,
+                        v.ends,
+                    )
                     for v in sorted(versions, key=lambda v: v.event_id)
                 ],
             )

@@ -70,8 +70,18 @@ class Versions(Connection):
                        updated_at = excluded.updated_at, held = excluded.held,
                        ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now,
-                     v.held, v.ends)
+                    (
+                        v.event_id,
+                        v.source,
+                        v.title,
+                        v.digest,
+                        v.toml,
+                        v.csv,
+                        v.mails,
+                        now,
+                        v.held,
+                        v.ends,
+                    )
                     for v in versions
                 ],
             )
