@@ -82,6 +82,7 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
             for name, data in sorted(loaded.files.items())
         ),
         ends=event.ends.timestamp(),
+        stamp=loaded.stamp,
     )
     # A cancelled event wants nothing: its pending mails are cancelled, and brought back
     # (revived) when the key is removed (SPEC §10).
