@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.answers import answers
 from bench.context import Context
 from bench.failover import failover
 from bench.memory import memory
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, Scenario] = {
     "7": pages,
     "8": nodes_throughput,
     "9": failover,
+    "10": answers,
 }
 
 

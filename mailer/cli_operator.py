@@ -38,6 +38,9 @@ def run(config_path: Path | None, log_format: str) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
+    from mailer.reader_server import start_reader_server
+
+    start_reader_server()  # its imports overlap ours (reader_server.py)
     from mailer import serving
     from mailer.logs import configure_logging
 
