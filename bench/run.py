@@ -25,6 +25,7 @@ from bench.planning import planning
 from bench.punctuality import punctuality
 from bench.reload import reload_latency
 from bench.report import RESULTS, Row, print_table, write_json
+from bench.scale import scale
 from bench.sink import Sink
 from bench.throughput import REPORT, SMALL, throughput
 
@@ -40,6 +41,7 @@ SCENARIOS: dict[str, Scenario] = {
     "8": nodes_throughput,
     "9": failover,
     "10": answers,
+    "11": scale,
 }
 
 
