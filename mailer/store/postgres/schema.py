@@ -122,7 +122,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE events ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE",
     ),
     (
-        # As SQLite's schema 11 (this is PostgreSQL's 8): status's counts per event, state
+        # As SQLite's schema 11 (this is PostgreSQL's 8): file_stamps.py.
+        "ALTER TABLE events ADD COLUMN stamp TEXT",
+    ),
+    (
+        # As SQLite's schema 12 (this is PostgreSQL's 9): status's counts per event, state
         # and mail and the events page's per event and state, from one index.
         "DROP INDEX deliveries_by_event",
         "CREATE INDEX deliveries_by_event ON deliveries "
