@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailer.delivery import PENDING, TROUBLED, DeliveryState
 from mailer.store.postgres.connection import Connection
-from mailer.store.rows import DeliveryRow, EventCounts, MailCounts
+from mailer.store.rows import DeliveryRow, EventCounts, MailCounts, counted_mails
 
 
 class Reports(Connection):
@@ -24,21 +24,7 @@ class Reports(Connection):
             params,
         )
         latest = await self._newest_problems({row[0] for row in rows if row[4] in TROUBLED})
-        found: dict[tuple[str, str], MailCounts] = {}
-        for event, mail, due, expires, state, count in rows:
-            item = found.setdefault(
-                (event, mail),
-                MailCounts(
-                    event,
-                    mail,
-                    due,
-                    expires,
-                    dict.fromkeys(DeliveryState, 0),
-                    problem=latest.get((event, mail)),
-                ),
-            )
-            item.counts[DeliveryState(state)] = count
-        return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
+        return counted_mails(rows, latest)
 
     async def _newest_problems(self, events: set[str]) -> dict[tuple[str, str], str]:
         """Per mail, the newest reply to a delivery in trouble, among the `events` whose counts

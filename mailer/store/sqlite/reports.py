@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mailer.delivery import PENDING, TROUBLED, DeliveryState
-from mailer.store.rows import DeliveryRow, EventCounts, MailCounts
+from mailer.store.rows import DeliveryRow, EventCounts, MailCounts, counted_mails
 from mailer.store.sqlite.connection import Connection
 
 
@@ -19,29 +19,18 @@ class Reports(Connection):
     async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
         """Counts per state for each mail (of one event, or all), in due order."""
         where, params = ("WHERE event = ?", (event_id,)) if event_id else ("", ())
-        # Grouped in the order of the index deliveries_by_event: read from it alone, no table
-        # scan and no sort (at 200,000 deliveries 35-40 ms instead of 150-200).
+        # Grouped in the order of the index deliveries_by_event, down to the times (a mail's
+        # deliveries share its times: one group per mail and state, but for history), so the
+        # index alone answers, with no sort and no MIN or MAX to work out for each delivery:
+        # at 200,000 deliveries 30-40 ms instead of 150-200 (a scan and a sort); at 2,000,000,
+        # 290 ms instead of 340-430 with MIN(due) and MAX(expires) per mail and state.
         rows = await self._rows(
-            f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) "
-            f"FROM deliveries {where} GROUP BY event, state, mail",
+            f"SELECT event, mail, due, expires, state, COUNT(*) "
+            f"FROM deliveries {where} GROUP BY event, state, mail, due, expires",
             params,
         )
         latest = await self._newest_problems({row[0] for row in rows if row[4] in TROUBLED})
-        found: dict[tuple[str, str], MailCounts] = {}
-        for event, mail, due, expires, state, count in rows:
-            item = found.setdefault(
-                (event, mail),
-                MailCounts(
-                    event,
-                    mail,
-                    due,
-                    expires,
-                    dict.fromkeys(DeliveryState, 0),
-                    problem=latest.get((event, mail)),
-                ),
-            )
-            item.counts[DeliveryState(state)] = count
-        return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
+        return counted_mails(rows, latest)
 
     async def _newest_problems(self, events: set[str]) -> dict[tuple[str, str], str]:
         """Per mail, the newest reply to a delivery in trouble, among the `events` whose counts
