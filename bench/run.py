@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from bench.memory import memory
 from bench.nodes import nodes_throughput
 from bench.pages import pages
 from bench.planning import planning
+from bench.project import REPO
 from bench.punctuality import punctuality
 from bench.reload import reload_latency
 from bench.report import RESULTS, Row, print_table, write_json
@@ -46,6 +48,9 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 async def run(*, quick: bool, only: list[str], repeats: int, out: Path, keep: bool) -> list[Row]:
+    # As installed (pip compiles a package's bytecode): with PYTHONDONTWRITEBYTECODE set, as
+    # on some development machines, every start would compile mailer's modules again.
+    compileall.compile_dir(REPO / "mailer", quiet=1)
     sink = await Sink.start()
     rows: list[Row] = []
     scratch = Path(tempfile.mkdtemp(prefix="mailer-bench-"))

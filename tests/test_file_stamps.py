@@ -1,9 +1,11 @@
 """A start knows unchanged event files by their metadata (issue 18), and misses no edit:
-a file rewritten to the same size with its old modification time is read again."""
+a file rewritten to the same size with its old modification time is read again. And what
+a reading worker sends back is the reading it made."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import sqlite3
 import time
 from datetime import timedelta
@@ -13,7 +15,11 @@ import pytest
 
 from mailer import catalog, file_stamps
 from mailer.clock import ManualClock
+from mailer.config import load_settings
 from mailer.file_stamps import stamp, stamped_digest
+from mailer.plan import Wanted
+from mailer.planning import Reading
+from mailer.reading import read_for_plan
 from tests.project import EVENT, make_project, write_event
 from tests.test_engine import INVITATION_DUE, engine_at
 
@@ -108,3 +114,16 @@ async def test_a_restart_reads_no_unchanged_file_and_plans_a_same_size_edit(
     async with engine_at(tmp_path, clock):
         pass
     assert recipients(tmp_path) == ["anja@example.org"]
+
+
+def test_a_reading_sent_back_by_a_worker_is_the_same_reading(tmp_path: Path) -> None:
+    """A worker pickles its reading with the wanted deliveries as plain tuples (issue 18):
+    what arrives compares equal, named tuples again."""
+    make_project(tmp_path)
+    source = write_event(tmp_path, "forlabb", FOLDER_EVENT, people__csv=PEOPLE)
+    reading = read_for_plan(source, load_settings(tmp_path / "config.toml"))
+    assert isinstance(reading, Reading) and reading.wanted
+    arrived = pickle.loads(pickle.dumps(reading))
+    assert arrived == reading
+    assert all(type(w) is Wanted for w in arrived.wanted)
+    assert arrived.wanted[0].recipient == "anna@example.org"

@@ -504,6 +504,19 @@ async def blob_count(backend: Backend) -> int:
         return int(row[0]) if row else 0
 
 
+async def test_a_stamp_is_kept_with_its_version_and_only_for_the_version_in_force(store: Store):
+    """file_stamps.py: a version's files' metadata, saved with it or found later by a read."""
+    version = Version("e", "schedules/e.toml", "E", "d1", "t", None, "[]", stamp='{"a": 1}')
+    await store.save_valid([version], now=0)
+    assert (await store.events())["e"].stamp == '{"a": 1}'
+    await store.save_stamps([("e", "d0", "stale")])  # another version's: ignored
+    assert (await store.events())["e"].stamp == '{"a": 1}'
+    await store.save_stamps([("e", "d1", '{"b": 2}')])
+    assert (await store.events())["e"].stamp == '{"b": 2}'
+    await store.save_valid([dataclasses.replace(version, digest="d2", stamp=None)], now=1)
+    assert (await store.events())["e"].stamp is None  # a new version: no stamp of the old
+
+
 async def test_attachments_are_kept_with_the_version_each_content_once(
     backend: Backend, store: Store, other: Store
 ):

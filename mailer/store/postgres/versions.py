@@ -71,7 +71,7 @@ class Versions(Connection):
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL,
                        removed = FALSE, updated_at = excluded.updated_at,
-                       held = excluded.held, ends = excluded.ends""",
+                       held = excluded.held, ends = excluded.ends, stamp = excluded.stamp""",
                 [
                     (
                         v.event_id,
