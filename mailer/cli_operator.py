@@ -38,13 +38,13 @@ def run(config_path: Path | None, log_format: str) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
+    from mailer.logs import configure_logging
     from mailer.reader_server import start_reader_server
 
-    start_reader_server()  # its imports overlap ours (reader_server.py)
+    settings = settings_from(config_path, sends=True)  # the passwords leave the environment
+    start_reader_server()  # so not inherited by it; its imports overlap ours
     from mailer import serving
-    from mailer.logs import configure_logging
 
-    settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
     serving.freeze_what_is_loaded()

@@ -4,8 +4,10 @@ Forking the service itself is unsafe: it runs threads (aiosqlite's, the loop's e
 lock one of them held at the fork stays held in the child. A spawned worker is safe but spent
 ~0.5 s of CPU importing mailer before it read a file, twice at every start on two cores
 (issue 18). A fork server imports `mailer.reading` once, and forks each worker from that;
-started first thing by `mailer run`, its imports run on the other core while the service
-imports its own. Light on purpose: nothing of mailer is imported here.
+started early by `mailer run`, its imports run on the other core while the service imports
+its own. Not before the settings are loaded: they take the passwords out of the environment,
+which the server and every worker would otherwise inherit. Light on purpose: nothing of
+mailer is imported here.
 """
 
 from __future__ import annotations

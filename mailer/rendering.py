@@ -51,6 +51,12 @@ class RenderPool:
     def workers(self) -> list[Worker]:
         return list(self._all)
 
+    async def warm_up(self) -> None:
+        """Start the workers now (a thread each: a fresh interpreter takes ~0.2 s), so that
+        the first mail due after a start does not wait for one (bench: 220 ms late)."""
+        while len(self._all) < self.size:
+            self._idle.append(await asyncio.to_thread(self._start))
+
     async def render(self, event: Event, mail: Mail, recipient: Recipient) -> Rendered:
         """Render in a worker while the event loop goes on; InputError if the template is at
         fault (also when it overran its time, output or memory)."""

@@ -1,5 +1,5 @@
 """`mailer run`: the service's life. Open the store, run the engine, and beside it, once the
-plan is loaded, systemd's notifications and the web page (SPEC §12).
+plan is loaded, systemd's notifications, the rendering workers and the web page (SPEC §12).
 
 Apart from `commands.py` so that a start imports the engine and nothing of the other
 commands (checking's reports, previews, rehearsal, migration): imports are most of what a
@@ -78,6 +78,7 @@ async def _beside(engine: Engine, settings: Settings) -> None:
         await engine.loaded.wait()
         notifier.send("READY=1")
         tasks = [asyncio.create_task(notifier.keep_alive(engine.stopping))]
+        await engine.outbox.pool.warm_up()
         if settings.web.listen:
             serve_page = await asyncio.to_thread(_page_server)
             tasks.append(asyncio.create_task(serve_page(settings.web, engine)))

@@ -152,7 +152,9 @@ async def test_real_notices_bounce_or_delay_their_delivery_once_across_a_restart
             to = keyring.envelope_sender("bounces@example.org", sent[person][0])
             drop(tmp_path, fixture, to=to, name=f"{fixture}.1")
         forged_to = keyring.envelope_sender("bounces@example.org", sent[people[6]][0])
-        forged_to = forged_to[:-len("@example.org") - 1] + "a@example.org"  # one letter off
+        local = forged_to[: -len("@example.org")]
+        other = "b" if local.endswith("a") else "a"  # one letter off, never the same letter
+        forged_to = f"{local[:-1]}{other}@example.org"
         forged = drop(tmp_path, "postfix-failed.eml", to=forged_to, name="forged.1")
         unrelated = drop(tmp_path, "postfix-failed.eml", to="info@example.org", name="other.1")
         reader = BounceReader(

@@ -206,3 +206,22 @@ async def test_a_worker_that_dies_is_replaced(tmp_path: Path):
         assert pool.render_now(EVENT, m, ANNA).subject == "Hej"
     finally:
         pool.close()
+
+
+async def test_workers_warmed_up_at_a_start_render_the_first_mail(tmp_path: Path):
+    """`mailer run` starts the workers once its plan is in force (issue 18): the first mail
+    due does not wait for an interpreter to start."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "invitation.txt.j2").write_text(SUBJECT + "Hej {{ recipient.name }}\n")
+    pool = RenderPool(templates, default_language="sv", size=2)
+    try:
+        await pool.warm_up()
+        warm = set(pool.workers())
+        assert len(warm) == 2 and all(w.is_alive() for w in warm)
+        await pool.warm_up()  # once is enough
+        m = mail(attach=(), calendar=False)
+        assert (await pool.render(EVENT, m, ANNA)).text == "HejHej Anna Andersson\n"
+        assert set(pool.workers()) == warm
+    finally:
+        pool.close()

@@ -252,11 +252,12 @@ def children_of(pid: int) -> list[int]:
 
 
 def python_children(pid: int) -> dict[int, tuple[bytes, bytes]]:
-    """Each child of `pid` that multiprocessing started: its command line and environment.
-    Only once it runs its own program: between fork and exec, a child still shows the
-    parent's environment as the parent's program found it."""
+    """Each process under `pid` that multiprocessing started (the readers' fork server and
+    the readers it forks, the resource tracker): its command line and environment. Only
+    once it runs its own program: between fork and exec, a child still shows the parent's
+    environment as the parent's program found it."""
     seen = {}
-    for child in children_of(pid):
+    for child in [*children_of(pid), *(g for c in children_of(pid) for g in children_of(c))]:
         try:
             command = (Path("/proc") / str(child) / "cmdline").read_bytes()
             if b"multiprocessing" in command:
@@ -279,16 +280,15 @@ def test_processes_started_by_the_service_do_not_inherit_the_password(tmp_path: 
         while time.monotonic() < deadline and service.poll() is None:
             children |= python_children(service.pid)
             commands = [command for command, _ in children.values()]
-            if any(b"resource_tracker" in c for c in commands) and any(
-                b"spawn_main" in c for c in commands
-            ):
-                break
+            servers = [c for c in commands if b"forkserver" in c]
+            if any(b"resource_tracker" in c for c in commands) and len(servers) > 1:
+                break  # the fork server and a reader it forked
             time.sleep(0.005)
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=20)
     commands = [command for command, _ in children.values()]
-    assert any(b"spawn_main" in c for c in commands), commands  # a reader worker was seen
+    assert len([c for c in commands if b"forkserver" in c]) > 1, commands  # server, reader
     assert any(b"resource_tracker" in c for c in commands), commands
     for command, environ in children.values():
         assert SECRET.encode() not in environ, command
