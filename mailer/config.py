@@ -77,8 +77,9 @@ class SenderSettings(_Section):
     reply_to: Address | None = None
     language: Language = "sv"
     timezone: Zone = "Europe/Stockholm"
-    # Whose public holidays `workdays` skips and `check` warns of (SPEC §14).
-    holidays: Country = "SE"
+    # Whose public holidays `workdays` skips and `check` warns of (SPEC §14). The default
+    # is one the library knows: checking it would import the library for every command.
+    holidays: Country = Field(default="SE", validate_default=False)
     # Empty only until _default_domain fills it from `from`; a bad `from` reports itself.
     message_id_domain: Domain = Field(default="", validate_default=False)
 

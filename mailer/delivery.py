@@ -1,10 +1,13 @@
 """The words of one delivery's life, shared by plan, policy, store, transports and engine:
-its state, how a hand-over ended (verdict) and what the server said (outcome). Pure values."""
+its state, how a hand-over ended (verdict), what the server said (outcome), and a delivery as
+the plan wants it and as the store holds it. Pure values, importing nothing of ours, so the
+store and `mailer status` read them without loading the planner's templates and rendering."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class DeliveryState(enum.StrEnum):
@@ -22,6 +25,8 @@ class DeliveryState(enum.StrEnum):
 
 # Waiting to go out: the plan may still move or cancel them.
 PENDING = frozenset({DeliveryState.SCHEDULED, DeliveryState.RETRYING})
+# In trouble: `mailer status` shows each mail's newest server reply among these.
+TROUBLED = frozenset({DeliveryState.RETRYING, DeliveryState.FAILED, DeliveryState.BOUNCED})
 # Ended without being sent; a plan that wants them again (a recipient put back, an event
 # moved) brings them back.
 REVIVABLE = frozenset({DeliveryState.CANCELLED, DeliveryState.EXPIRED})
@@ -45,3 +50,26 @@ class Outcome:
     # The server cannot be used as configured (login refused, certificate refused, no
     # STARTTLS): not this message's fault, and every other message would fail the same way.
     needs_attention: bool = False
+
+
+class Wanted(NamedTuple):
+    """A delivery the event asks for now. (A tuple: made 200,000 times at a cold start, at
+    a third of a frozen dataclass's cost.)"""
+
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A delivery the database already has."""
+
+    id: int
+    mail: str
+    recipient: str
+    due: float
+    expires: float
+    state: DeliveryState

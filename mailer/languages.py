@@ -7,8 +7,6 @@ import re
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from babel import Locale, UnknownLocaleError
-
 if TYPE_CHECKING:  # events.py checks codes with this module: no import cycle at run time
     from mailer.events import Event
 
@@ -83,6 +81,9 @@ def _listed(there: list[str]) -> str:
 
 def _english(code: str) -> str:
     """ "Swedish" for "sv": an organiser who wrote "se" (Sweden) sees which code is meant."""
+    # Imported here: config.toml's language is checked with this module by every command.
+    from babel import Locale, UnknownLocaleError
+
     try:
         return Locale.parse(code.replace("-", "_")).english_name or code
     except (ValueError, UnknownLocaleError):

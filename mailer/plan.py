@@ -9,34 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
-from mailer.delivery import PENDING, REVIVABLE, DeliveryState
+from mailer.delivery import PENDING, REVIVABLE, DeliveryState, Stored, Wanted
 from mailer.events import Event
 from mailer.message import message_id
-
-
-class Wanted(NamedTuple):
-    """A delivery the event asks for now. (A tuple: made 200,000 times at a cold start, at
-    a third of a frozen dataclass's cost.)"""
-
-    mail: str
-    recipient: str
-    due: float
-    expires: float
-    message_id: str
-
-
-@dataclass(frozen=True)
-class Stored:
-    """A delivery the database already has."""
-
-    id: int
-    mail: str
-    recipient: str
-    due: float
-    expires: float
-    state: DeliveryState
 
 
 @dataclass(frozen=True)

@@ -5,24 +5,28 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from babel.dates import format_timedelta
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mailer.advice import WARNING
 from mailer.dates import weekday_time
 from mailer.delivery import DeliveryState, Verdict
-from mailer.errors import MailerError, printable
-from mailer.foresight import effect_document, effect_lines
-from mailer.manual_send import SendReport, TestSend
-from mailer.planning import EditEffect
-from mailer.rehearsal import Rehearsal
-from mailer.sources import Loaded
-from mailer.store import Purged
+from mailer.errors import printable
 from mailer.timing import written_duration
+
+# Named for the type checker only: `mailer status` prints its table with this module, and must
+# not load the planner, templates and rendering with it (check's printers import what
+# they use when they run).
+if TYPE_CHECKING:
+    from mailer.errors import MailerError
+    from mailer.manual_send import SendReport, TestSend
+    from mailer.planning import EditEffect
+    from mailer.rehearsal import Rehearsal
+    from mailer.sources import Loaded
+    from mailer.store import Purged
 
 # Not a terminal (a pipe, a log): wide enough that tables do not wrap every cell.
 PIPE_WIDTH = 160
@@ -54,6 +58,9 @@ def print_checked(
 ) -> None:
     """One checked event file: its notes and problems, or what it would send and when (the
     weekday shown, SPEC §14), and what saving it would change if its event is in force."""
+    from mailer.advice import WARNING
+    from mailer.foresight import effect_lines
+
     for note in loaded.notes:
         say(out, note if note.startswith(WARNING) else f"note {note}")
     for problem in problems:
@@ -78,6 +85,8 @@ def check_document(
 ) -> dict[str, Any]:
     """One checked event file as `check --json` gives it; `changes` is null for an event not
     in force (nothing to compare with)."""
+    from mailer.foresight import effect_document
+
     event = loaded.event if not problems else None
     mails = [
         {

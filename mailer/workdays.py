@@ -5,6 +5,10 @@ Days off are the country's public holidays and, where the library knows them, it
 ones: in Sweden midsommarafton, julafton and nyårsafton are not public holidays by law, but
 employers give them off, and a report sent to an office that day is read after the weekend
 (docs/decisions.md).
+
+The library is imported when a date or a country is first asked about, not with this module:
+its import takes 40-60 ms (calendars, package metadata), and every command that reads
+config.toml imports this module, `mailer status` polled by scripts among them.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
-import holidays
-from holidays import HolidayBase
+if TYPE_CHECKING:
+    from holidays import HolidayBase
 
 # Categories counted as days off, where the country has them.
 DAYS_OFF_CATEGORIES = ("public", "de_facto")
@@ -24,8 +29,19 @@ MAX_WORKDAYS = 260
 
 
 def is_country(code: object) -> bool:
-    """Whether the `holidays` library knows this country code ("SE", "NO", "FI")."""
-    return isinstance(code, str) and code in holidays.list_supported_countries()
+    """Whether the `holidays` library knows this country code ("SE", "NO", "FI").
+
+    Read from the library's registry of names: `list_supported_countries` imports every
+    country's module to list its subdivisions, ~0.1 s on each load of config.toml.
+    """
+    return isinstance(code, str) and code in _country_codes()
+
+
+@functools.cache
+def _country_codes() -> frozenset[str]:
+    from holidays.registry import EntityLoader  # imported when asked: see the module docstring
+
+    return frozenset(EntityLoader.get_country_codes())
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,8 @@ SWEDISH = DaysOff()
 @functools.lru_cache(maxsize=16)
 def _calendar(country: str, language: str) -> HolidayBase:
     """The library's calendar for the country; it fills in each year when first asked."""
+    import holidays  # imported when asked: see the module docstring
+
     known = holidays.country_holidays(country)
     categories = [c for c in DAYS_OFF_CATEGORIES if c in known.supported_categories]
     spoken = [tag for tag in known.supported_languages if tag.split("_")[0] == language]

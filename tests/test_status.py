@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -165,3 +167,18 @@ def test_status_lists_the_nodes_the_planner_and_a_node_not_heard_of(tmp_path: Pa
     lines = {line.split()[1]: line for line in table.output.splitlines() if ".example.org" in line}
     assert "not seen" in lines["gone.example.org"] and "planner" in lines["db1.example.org"]
     assert "sends" in lines["db2.example.org"]
+
+
+def test_status_loads_neither_templates_nor_holidays(tmp_path: Path):
+    """An operator's script polls status: it reads settings and counts, so it must not pay
+    for the planner's templates and rendering, nor for the holidays library (its default
+    country needs no check)."""
+    config = make_project(tmp_path)
+    code = (
+        "import sys, pathlib, mailer.status, mailer.config; "
+        f"mailer.config.load_settings(pathlib.Path({str(config)!r})); "
+        "heavy = ('jinja2', 'babel', 'mailer.render', 'mailer.plan', 'holidays'); "
+        "loaded = [m for m in heavy if m in sys.modules]; "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

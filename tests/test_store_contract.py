@@ -563,6 +563,20 @@ async def test_mail_counts_and_deliveries_of_report_every_state(store: Store):
     assert rows[0].sent_at == 20 and rows[1].last_reply == "451 try later"
 
 
+async def test_mail_counts_sum_a_mails_history_of_several_times(store: Store):
+    """A mail sent, then moved, then sent to a late registrant: its sent deliveries have two
+    times; the counts are summed and the earliest due and the latest expiry shown."""
+    await bring_in(store, want("a", 10, expires=100), want("b", 10, expires=100))
+    for claimed in (await store.claim_due(10, limit=2))[0]:
+        await store.record(sent(claimed.id))
+    await bring_in(store, want("a", 50), want("b", 50), want("c", 50), want("d", 50))
+    (c, _d), _ = await store.claim_due(60, limit=2)
+    await store.record(sent(c.id))
+    (m,) = await store.mail_counts("e")
+    assert (m.due, m.expires) == (10, 1000)
+    assert {k: v for k, v in m.counts.items() if v} == {S.SENT: 3, S.SENDING: 1}
+
+
 # -- migrations ------------------------------------------------------------------------------
 
 

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from mailer.delivery import DeliveryState
-from mailer.plan import Stored, Wanted
+from mailer.delivery import DeliveryState, Stored, Wanted
 from mailer.store.leases import Node
 from mailer.store.rows import (
     Attempt,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from mailer.delivery import DeliveryState
 from mailer.errors import ConfigError
-from mailer.plan import Plan
+
+if TYPE_CHECKING:  # the planner's module loads templates and rendering: not for `status`
+    from mailer.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,25 @@ class MailCounts:
     expires: float
     counts: dict[str, int]
     problem: str | None = None  # a reply of a retrying or failed delivery: what went wrong
+
+
+def counted_mails(
+    rows: Iterable[Sequence[Any]], problems: dict[tuple[str, str], str]
+) -> list[MailCounts]:
+    """Each mail's counts from rows of (event, mail, due, expires, state, count), in due order.
+    A mail may have several rows per state (one per due and expiry its deliveries have): the
+    counts are summed, and the earliest due and the latest expiry kept."""
+    found: dict[tuple[str, str], MailCounts] = {}
+    for event, mail, due, expires, state, count in rows:
+        item = found.get((event, mail))
+        if item is None:
+            zeros: dict[str, int] = dict.fromkeys(DeliveryState, 0)
+            item = MailCounts(event, mail, due, expires, zeros, problems.get((event, mail)))
+        elif due < item.due or expires > item.expires:
+            item = replace(item, due=min(due, item.due), expires=max(expires, item.expires))
+        found[(event, mail)] = item
+        item.counts[DeliveryState(state)] += count
+    return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
 
 
 @dataclass(frozen=True)

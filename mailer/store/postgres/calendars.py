@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mailer.plan import Wanted
+from mailer.delivery import Wanted
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.queue import PENDING_SQL
 from mailer.store.rows import CalendarRow, Version

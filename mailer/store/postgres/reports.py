@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mailer.delivery import PENDING, DeliveryState
+from mailer.delivery import PENDING, TROUBLED, DeliveryState
 from mailer.store.postgres.connection import Connection
-from mailer.store.rows import DeliveryRow, EventCounts, MailCounts
+from mailer.store.rows import DeliveryRow, EventCounts, MailCounts, counted_mails
 
 
 class Reports(Connection):
@@ -17,36 +17,28 @@ class Reports(Connection):
     async def mail_counts(self, event_id: str | None = None) -> list[MailCounts]:
         """Counts per state for each mail (of one event, or all), in due order."""
         where, params = ("WHERE event = %s", (event_id,)) if event_id else ("", ())
+        # Grouped in the order of the index deliveries_by_event, which holds every column read.
         rows = await self._rows(
             f"SELECT event, mail, MIN(due), MAX(expires), state, COUNT(*) "
-            f"FROM deliveries {where} GROUP BY event, mail, state",
+            f"FROM deliveries {where} GROUP BY event, state, mail",
             params,
         )
-        # The newest attempt of each mail's deliveries that are retrying or failed.
-        problems = await self._rows(
-            f"SELECT DISTINCT ON (d.event, d.mail) d.event, d.mail, a.reply FROM attempts a "
-            f"JOIN deliveries d ON d.id = a.delivery "
-            f"WHERE d.state IN ('retrying', 'failed', 'bounced')"
-            f"{' AND d.event = %s' if event_id else ''} "
-            f"ORDER BY d.event, d.mail, a.at DESC, a.id DESC",
-            params,
+        latest = await self._newest_problems({row[0] for row in rows if row[4] in TROUBLED})
+        return counted_mails(rows, latest)
+
+    async def _newest_problems(self, events: set[str]) -> dict[tuple[str, str], str]:
+        """Per mail, the newest reply to a delivery in trouble, among the `events` whose counts
+        show one: their deliveries found by event and state, not by a scan of every one."""
+        if not events:
+            return {}
+        rows = await self._rows(
+            "SELECT DISTINCT ON (d.event, d.mail) d.event, d.mail, a.reply FROM attempts a "
+            "JOIN deliveries d ON d.id = a.delivery "
+            "WHERE d.event = ANY(%s) AND d.state IN ('retrying', 'failed', 'bounced') "
+            "ORDER BY d.event, d.mail, a.at DESC, a.id DESC",
+            (sorted(events),),
         )
-        latest = {(event, mail): reply for event, mail, reply in problems}
-        found: dict[tuple[str, str], MailCounts] = {}
-        for event, mail, due, expires, state, count in rows:
-            item = found.setdefault(
-                (event, mail),
-                MailCounts(
-                    event,
-                    mail,
-                    due,
-                    expires,
-                    dict.fromkeys(DeliveryState, 0),
-                    problem=latest.get((event, mail)),
-                ),
-            )
-            item.counts[DeliveryState(state)] = count
-        return sorted(found.values(), key=lambda m: (m.event, m.due, m.mail))
+        return {(event, mail): reply for event, mail, reply in rows}
 
     async def deliveries_of(self, event_id: str, mail: str) -> list[DeliveryRow]:
         """Each delivery of one mail, by recipient (in code point order, as SQLite sorts,

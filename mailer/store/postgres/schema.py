@@ -125,6 +125,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # As SQLite's schema 11 (this is PostgreSQL's 8): file_stamps.py.
         "ALTER TABLE events ADD COLUMN stamp TEXT",
     ),
+    (
+        # As SQLite's schema 12 (this is PostgreSQL's 9): status's counts per event, state
+        # and mail and the events page's per event and state, from one index.
+        "DROP INDEX deliveries_by_event",
+        "CREATE INDEX deliveries_by_event ON deliveries "
+        "(event, state, mail, due, expires, next_attempt)",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses.
 MIGRATION_LOCK = 0x6D61696C_0001

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from mailer.delivery import DeliveryState
-from mailer.plan import Plan, Stored
+from mailer.delivery import DeliveryState, Stored
 from mailer.store.postgres.calendars import note_facts
 from mailer.store.postgres.connection import Connection, Db
 from mailer.store.postgres.queue import PENDING_SQL
 from mailer.store.postgres.wakeups import announce
 from mailer.store.rows import EventRow, Version
+
+if TYPE_CHECKING:  # the planner's module loads templates and rendering: not for `status`
+    from mailer.plan import Plan
 
 
 class Versions(Connection):

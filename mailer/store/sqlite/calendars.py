@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import aiosqlite
 
-from mailer.plan import Wanted
+from mailer.delivery import Wanted
 from mailer.store.rows import CalendarRow, Version
 from mailer.store.sqlite.connection import Connection
 from mailer.store.sqlite.queue import PENDING_SQL

@@ -144,6 +144,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # from (file_stamps.py), so that a start need not read unchanged files.
         "ALTER TABLE events ADD COLUMN stamp TEXT",
     ),
+    (
+        # `mailer status` (polled by scripts and the status page) and the organisers' events
+        # page count deliveries per event, state (and mail): both read this one index alone,
+        # with no table scan and no sort (schema 12; PostgreSQL's 9). It replaces schema 5's,
+        # so planning's inserts keep paying for one such index, not two. At 200,000
+        # deliveries status's counts take 35-40 ms instead of 150-200, the events page's
+        # stay at 25-30 ms (a counts table kept by triggers cost 3-5 s more per 200,000
+        # inserts).
+        "DROP INDEX deliveries_by_event",
+        "CREATE INDEX deliveries_by_event ON deliveries "
+        "(event, state, mail, due, expires, next_attempt)",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",

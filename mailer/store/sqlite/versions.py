@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import aiosqlite
 
-from mailer.delivery import DeliveryState
-from mailer.plan import Plan, Stored
+from mailer.delivery import DeliveryState, Stored
 from mailer.store.rows import EventRow, Version
 from mailer.store.sqlite.calendars import note_facts
 from mailer.store.sqlite.connection import Connection
 from mailer.store.sqlite.queue import PENDING_SQL
+
+if TYPE_CHECKING:  # the planner's module loads templates and rendering: not for `status`
+    from mailer.plan import Plan
 
 
 class Versions(Connection):
