@@ -6,6 +6,7 @@ reason; other mail goes out; the event loop is never held; the service stops on 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -204,5 +205,21 @@ async def test_a_worker_that_dies_is_replaced(tmp_path: Path):
             worker.kill()
         assert (await pool.render(EVENT, m, ANNA)).text == "HejHej Anna Andersson\n"
         assert pool.render_now(EVENT, m, ANNA).subject == "Hej"
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux only")
+def test_a_worker_renders_as_batch_work_beside_the_service(tmp_path: Path):
+    """Woken by a request, a worker must not preempt the service's event loop."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "invitation.txt.j2").write_text(SUBJECT + "Hej {{ recipient.name }}\n")
+    pool = RenderPool(templates, default_language="sv", size=1)
+    try:
+        assert pool.render_now(EVENT, mail(attach=(), calendar=False), ANNA).subject == "Hej"
+        (worker,) = pool.workers()
+        assert os.sched_getscheduler(worker.process.pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the service itself as it was
     finally:
         pool.close()
