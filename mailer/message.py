@@ -6,6 +6,7 @@ Header lines are written in headers.py, the calendar file in ics.py.
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import hashlib
 import mimetypes
 import re
@@ -133,12 +134,23 @@ def build_message(
     headers = _headers(event, recipient, rendered, sender=sender, mid=mid, now=now)
     # "=_" never occurs in quoted-printable or base64 text, so no body can hold a boundary.
     boundary = f"=_{mid[1:17]}"
-    body = _text_part(rendered.text, "plain")
-    if rendered.html is not None:
-        body = _multipart("alternative", boundary + "a", [body, _text_part(rendered.html, "html")])
+    body, html = rendered.parts or _parts(rendered)
+    if html is not None:
+        body = _multipart("alternative", boundary + "a", [body, html])
     if attachments:
         body = _multipart("mixed", boundary + "m", [body, *(a.part for a in attachments)])
     return ("\r\n".join(headers) + "\r\n").encode() + body
+
+
+def with_parts(rendered: Rendered) -> Rendered:
+    """`rendered` with its text and HTML encoded as the MIME parts every message of it
+    carries (quoted-printable UTF-8): ~70 µs a message, done by the rendering worker."""
+    return dataclasses.replace(rendered, parts=_parts(rendered))
+
+
+def _parts(rendered: Rendered) -> tuple[bytes, bytes | None]:
+    html = _text_part(rendered.html, "html") if rendered.html is not None else None
+    return _text_part(rendered.text, "plain"), html
 
 
 def _headers(

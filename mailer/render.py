@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,9 @@ class Rendered:
     text: str
     html: str | None
     language: str  # the language actually used
+    # Text and HTML as their MIME parts, when encoded where they were rendered (a worker:
+    # message.with_parts), sparing the service's one event loop that work per message.
+    parts: tuple[bytes, bytes | None] | None = field(default=None, compare=False, repr=False)
 
 
 def build_context(event: Event, mail: Mail, recipient: Recipient, language: str) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from typing import Any
 
 from mailer.errors import MailerError
 from mailer.events import Event, Mail, Recipient
-from mailer.render import Renderer
+from mailer.message import with_parts
+from mailer.render import Rendered, Renderer
 
 # A worker may grow this far beyond its size at start: ample for 5 MB parts (Python holds
 # non-ASCII text at up to 4 bytes a character, and a part exists about twice while joined).
@@ -147,10 +148,19 @@ def serve() -> None:
         try:
             if isinstance(mail, int):
                 mail = event.mails[mail]
-            reply: tuple[Any, ...] = ("ok", renderer.render_mail(event, mail, recipient))
+            reply: tuple[Any, ...] = ("ok", _encoded(renderer.render_mail(event, mail, recipient)))
         except MailerError as exc:
             reply = ("error", exc.message, exc.key)
         conn.send(reply)
+
+
+def _encoded(rendered: Rendered) -> Rendered:
+    """With its MIME parts (message.with_parts), which the service would otherwise encode
+    on its event loop; as it is if they cannot be (the service then says why)."""
+    try:
+        return with_parts(rendered)
+    except (UnicodeError, ValueError):
+        return rendered
 
 
 def _yield_to_the_service() -> None:

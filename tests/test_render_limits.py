@@ -6,6 +6,7 @@ reason; other mail goes out; the event loop is never held; the service stops on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.errors import InputError
+from mailer.message import with_parts
 from mailer.render import Renderer
 from mailer.rendering import RenderPool
 from mailer.store import Store
@@ -223,3 +225,17 @@ def test_a_worker_renders_as_batch_work_beside_the_service(tmp_path: Path):
         assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the service itself as it was
     finally:
         pool.close()
+
+
+async def test_a_worker_sends_back_the_parts_encoded(tmp_path: Path):
+    """The quoted-printable parts come from the worker, as build_message would make them."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "invitation.txt.j2").write_text(SUBJECT + "Hej {{ recipient.name }}\n")
+    pool = RenderPool(templates, default_language="sv", size=1)
+    try:
+        rendered = await pool.render(EVENT, mail(attach=(), calendar=False), ANNA)
+    finally:
+        pool.close()
+    assert rendered.parts == with_parts(dataclasses.replace(rendered, parts=None)).parts
+    assert rendered.parts is not None and b"Hej Anna Andersson" in rendered.parts[0]
