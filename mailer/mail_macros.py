@@ -123,7 +123,10 @@ class MarkingGenerator(CodeGenerator):
     """Jinja's code generator, writing each mail-level macro as `environment.mark(Macro(...))`."""
 
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
-        self._mail_level = {id(macro) for macro in mail_level_macros(node)}
+        try:
+            self._mail_level = {id(macro) for macro in mail_level_macros(node)}
+        except Exception:  # a tree this judge cannot read: rendered per recipient, as before
+            self._mail_level = set()
         super().visit_Template(node, frame)
 
     def macro_def(self, macro_ref: MacroRef, frame: Frame) -> None:
