@@ -80,6 +80,7 @@ async def planning(ctx: Context) -> list[Row]:
         warm.append(await start_once(root))
     ctx.planned = root  # scenarios 4 and 5 start from this planned project
     ctx.facts["warm_ready_s"] = median(s.ready_s for s in warm)
+    ctx.facts["planned_deliveries"] = deliveries
     return _rows(events, deliveries, cold, warm, bare)
 
 
@@ -162,7 +163,10 @@ async def planned_project(ctx: Context) -> Path:
     if ctx.planned is None:
         root = ctx.folder("planned")
         make_project(root, port=ctx.sink.port)
-        write_schedules(root, events=ctx.size(EVENTS, QUICK_EVENTS), first_due_in=timedelta(days=2))
+        deliveries = write_schedules(
+            root, events=ctx.size(EVENTS, QUICK_EVENTS), first_due_in=timedelta(days=2)
+        )
+        ctx.facts["planned_deliveries"] = deliveries
         await start_once(root)
         ctx.facts["warm_ready_s"] = (await start_once(root)).ready_s
         ctx.planned = root

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.answers import answers
 from bench.context import Context
 from bench.failover import failover
 from bench.memory import memory
@@ -24,6 +25,7 @@ from bench.planning import planning
 from bench.punctuality import punctuality
 from bench.reload import reload_latency
 from bench.report import RESULTS, Row, print_table, write_json
+from bench.scale import scale
 from bench.sink import Sink
 from bench.throughput import REPORT, SMALL, throughput
 
@@ -38,6 +40,8 @@ SCENARIOS: dict[str, Scenario] = {
     "7": pages,
     "8": nodes_throughput,
     "9": failover,
+    "10": answers,
+    "11": scale,
 }
 
 

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from mailer.events import event_id_of
+from mailer.file_stamps import stamped_digest
 from mailer.in_force import InForce
 from mailer.keyring import is_erased
 from mailer.planning import Reading, is_planned, plan_digest, plan_version
@@ -55,7 +56,9 @@ class Catalog(InForce):
         """
         sources = await asyncio.to_thread(find_event_files, self.settings.paths.schedules)
         rows = await self.store.events()
-        unchanged = await asyncio.to_thread(self._unchanged, sources, rows)
+        unchanged, stamps = await asyncio.to_thread(self._unchanged, sources, rows)
+        if stamps:
+            await self.store.save_stamps(stamps)
         self._unparsed.update((event_id_of(source), source) for source in unchanged)
         # The collector stays on: with nothing parsed held, it finds little, and paused for
         # a whole start its first pass after (on the loop) held due mail ~0.1 s.
@@ -65,16 +68,25 @@ class Catalog(InForce):
             if event_id not in found and not row.removed:
                 await self.remove(event_id)
 
-    def _unchanged(self, sources: list[Path], rows: dict[str, EventRow]) -> set[Path]:
-        """The event files whose version in force is the one planned last (a quick look)."""
-        unchanged = set()
+    def _unchanged(
+        self, sources: list[Path], rows: dict[str, EventRow]
+    ) -> tuple[set[Path], list[tuple[str, str, str]]]:
+        """The event files whose version in force is the one planned last: known by their
+        metadata if it is as when they were read (file_stamps.py), else by a quick read.
+        And the stamps that read gave: (event, plan digest, stamp), for the next start."""
+        unchanged, stamps = set(), []
         for source in sources:
             row = rows.get(event_id_of(source))
-            if row is not None and row.error is None:
-                digest = peek_digest(source)
-                if digest is not None and is_planned(plan_digest(digest, self.settings), row):
-                    unchanged.add(source)
-        return unchanged
+            if row is None or row.error is not None or row.digest is None:
+                continue
+            digest, stamp = stamped_digest(row.stamp, source), None
+            if digest is None and (peeked := peek_digest(source)) is not None:
+                digest, stamp = peeked
+            if digest is not None and is_planned(plan_digest(digest, self.settings), row):
+                unchanged.add(source)
+                if stamp is not None:
+                    stamps.append((row.id, row.digest, stamp))
+        return unchanged, stamps
 
     async def sync(self, sources: Iterable[Path], *, settle_s: float = 0.0) -> None:
         """Bring the named event files into force: valid versions are planned, invalid ones

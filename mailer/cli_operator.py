@@ -38,14 +38,17 @@ def run(config_path: Path | None, log_format: str) -> int:
     import asyncio
     from zoneinfo import ZoneInfo
 
-    from mailer import commands
+    from mailer.reader_server import start_reader_server
+
+    start_reader_server()  # its imports overlap ours (reader_server.py)
+    from mailer import serving
     from mailer.logs import configure_logging
 
     settings = settings_from(config_path, sends=True)
     schedules_of(settings, config_path)
     configure_logging(log_format, zone=ZoneInfo(settings.sender.timezone))
-    commands.freeze_what_is_loaded()
-    asyncio.run(commands.serve(settings, clock=SystemClock()))
+    serving.freeze_what_is_loaded()
+    asyncio.run(serving.serve(settings, clock=SystemClock()))
     return EXIT_OK
 
 

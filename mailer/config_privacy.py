@@ -104,8 +104,7 @@ def bounces_problems(
     problems = []
     if bounces.pop("password", None) is not None:
         message = (
-            "a password never sits in a file; name its environment variable in "
-            "bounces.password_env"
+            "a password never sits in a file; name its environment variable in bounces.password_env"
         )
         problems.append(ConfigError(message, source=source, key="bounces.password"))
     name = bounces.get("password_env")

@@ -3,6 +3,7 @@ each mail's template found, compiled, with a subject and what it states it needs
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from jinja2 import Template
@@ -20,6 +21,11 @@ from mailer.template_faults import report_faults
 from mailer.template_needs import Facts, TemplateFacts, unmet_needs
 from mailer.templates import TemplateFolder, files_in
 
+# A template's facts are looked up again (its files found, resolved and stat-ed) once they
+# are this old: a thousand events judged within a second, as at a cold start, share one
+# look (it was a fifth of reading an event), and an edited template is seen a second later.
+FACTS_FRESH_S = 1.0
+
 
 class TemplateJudge:
     """What one templates folder tells of events and mails, for `check` and the service."""
@@ -31,6 +37,7 @@ class TemplateJudge:
         # Template variants already found sound, with or without a subject block: checking a
         # thousand events that share four templates parses each file once, not once an event.
         self._sound: dict[tuple[Path, str], bool] = {}
+        self._recent: dict[str, tuple[float, Facts]] = {}  # name: (when looked up, facts)
 
     def judge(self, event: Event) -> tuple[list[InputError], list[str]]:
         """What the templates tell of an event without rendering it, for `judge_event` (so
@@ -45,8 +52,7 @@ class TemplateJudge:
             for key, code in named
             if not is_served(code, there)
         ]
-        # Each template's facts once an event: reading them stats and resolves every file.
-        facts = {name: self._facts.facts(name) for name in {m.template for m in event.mails}}
+        facts = {name: self._fresh_facts(name) for name in {m.template for m in event.mails}}
         for mail in event.mails:
             missing = self.find_template(event, mail)
             if missing:
@@ -55,6 +61,14 @@ class TemplateJudge:
                 problems += unmet_needs(event, mail, facts[mail.template])
         notes = unserved_notes(event, there) + self._notice_notes(event)
         return problems + _text_dates(event, facts), notes
+
+    def _fresh_facts(self, name: str) -> Facts:
+        """The template's facts, looked up again if older than FACTS_FRESH_S."""
+        now = time.monotonic()
+        recent = self._recent.get(name)
+        if recent is None or now - recent[0] > FACTS_FRESH_S:
+            recent = self._recent[name] = (now, self._facts.facts(name))
+        return recent[1]
 
     def _notice_notes(self, event: Event) -> list[str]:
         """A note for each notice (SPEC §10) the event may send whose template is nowhere:

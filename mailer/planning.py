@@ -82,6 +82,7 @@ def read_version(loaded: Loaded, settings: Settings, *, keep_event: bool = False
             for name, data in sorted(loaded.files.items())
         ),
         ends=event.ends.timestamp(),
+        stamp=loaded.stamp,
     )
     # A cancelled event wants nothing: its pending mails are cancelled, and brought back
     # (revived) when the key is removed (SPEC §10).
@@ -139,6 +140,8 @@ def with_erased(
         hashed = erase(w.recipient)
         found.append(w._replace(recipient=hashed) if (w.mail, hashed) in erased else w)
     return found
+
+
 @dataclass(frozen=True)
 class Retimed:
     """A mail whose due time an edit moves; `deliveries` of it still waiting move along."""

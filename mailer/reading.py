@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from pathlib import Path
 from mailer.checking import judge_event
 from mailer.config import Settings
 from mailer.planning import Reading, read_version
+from mailer.reader_server import cores, reader_context
 from mailer.render import Renderer
 from mailer.sources import Loaded, defaults_for
 
@@ -83,17 +83,15 @@ def _renderer(templates: Path, language: str) -> Renderer:
 @contextmanager
 def readers(count: int) -> Iterator[Executor | None]:
     """Worker processes to read `count` event files in parallel, if there are enough
-    to repay starting them (~0.5 s: a fresh interpreter imports mailer; "spawn", because
-    forking a process that runs threads is unsafe); else None: the loop's threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    if count < POOL_MIN_EVENTS or cores < 2:  # on one core a second process is no help
+    to repay starting them (forked from reader_server.py's process); else None: the
+    loop's threads."""
+    if count < POOL_MIN_EVENTS or cores() < 2:  # on one core a second process is no help
         yield None
         return
     try:
         pool = ProcessPoolExecutor(
-            max_workers=min(cores, MAX_READERS),
-            mp_context=multiprocessing.get_context("spawn"),
+            max_workers=min(cores(), MAX_READERS),
+            mp_context=reader_context(),
             initializer=_below_the_service,
         )
     except (OSError, NotImplementedError):  # no process semaphores here: threads it is

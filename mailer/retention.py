@@ -62,8 +62,7 @@ async def purge_daily(
             continue
         if purged.events:
             log.info(
-                "personal data erased (%s after the end): %d event(s), %d deliveries, "
-                "%d bytes: %s",
+                "personal data erased (%s after the end): %d event(s), %d deliveries, %d bytes: %s",
                 written_duration(settings.retention.keep),
                 len(purged.events),
                 purged.deliveries,

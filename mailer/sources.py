@@ -7,6 +7,7 @@ point outside the event's folder (symbolic links included) are enforced once.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,15 @@ from mailer.event_files import (
 )
 from mailer.event_parser import parse_event, recipients_file_of
 from mailer.events import Event, EventDefaults, event_id_of, is_folder_event, load_toml
+from mailer.file_stamps import stamp
 from mailer.mails import inside
 from mailer.workdays import DaysOff
 
 # Editors' and file managers' leftovers that must never be taken for an event.
 IGNORED_PREFIXES = (".", "#", "~")
 IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp", ".part", ".bak")
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One event file as read now: the event, or why it is invalid. `digest` names the content."""
@@ -45,6 +49,8 @@ class Loaded:
     notes: tuple[str, ...] = ()  # worth saying though nothing is wrong (a CSV read as cp1252)
     # The attachments as checked, by `attachment_name`: what the store keeps and sends.
     files: dict[str, bytes] = field(default_factory=dict)
+    # The files' metadata (file_stamps.py): a start knows them unchanged without reading.
+    stamp: str | None = None
 
 
 def is_ignored(path: Path) -> bool:
@@ -75,6 +81,7 @@ def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
     """Read and validate one event file; never raises for bad input, reports it in `error`."""
     text, csv_text = "", None
     notes: tuple[str, ...] = ()
+    read_from_ns = time.time_ns()
     try:
         text, doc, csv_text, notes = _read_files(source)
         event = parse_event(doc, source=source, defaults=defaults, csv_text=csv_text)
@@ -84,15 +91,28 @@ def load_event(source: Path, *, defaults: EventDefaults) -> Loaded:
         digest = _digest(text, csv_text, "")
         return Loaded(event_id_of(source), source, digest, error=exc, notes=notes)
     digest = _digest(text, csv_text, fingerprint)
+    csv_path = recipients_file_of(doc, source=source)
+    read_from = [csv_path] if csv_path is not None else []
+    read_from += [path for mail in event.mails for path in mail.attach]
     return Loaded(
-        event.id, source, digest, event=event, toml=text, csv=csv_text, notes=notes, files=files
+        event.id,
+        source,
+        digest,
+        event=event,
+        toml=text,
+        csv=csv_text,
+        notes=notes,
+        files=files,
+        stamp=stamp(digest, source, read_from, read_from_ns=read_from_ns),
     )
 
 
-def peek_digest(source: Path) -> str | None:
-    """The digest `load_event` gives a valid event, without parsing its recipients (a few
-    percent of the cost): at start, an event whose files have not changed since it was
-    planned need not be parsed until one of its mails is due. None if anything is amiss."""
+def peek_digest(source: Path) -> tuple[str, str | None] | None:
+    """The digest `load_event` gives a valid event, and its files' stamp, without parsing its
+    recipients (a few percent of the cost): at start, an event whose files have not changed
+    since it was planned need not be parsed until one of its mails is due. None if anything
+    is amiss."""
+    read_from_ns = time.time_ns()
     try:
         text, doc, csv_text, _ = _read_files(source)
         mails = doc.get("mail", [])
@@ -102,10 +122,15 @@ def peek_digest(source: Path) -> str | None:
         paths = [
             inside(source.parent, a, key="attach", problems=problems, flat=flat) for a in named
         ]
+        csv_path = recipients_file_of(doc, source=source)
         fingerprint = "\0".join(_fingerprint(p) for p in paths if p is not None)
     except (MailerError, OSError, TypeError):
         return None
-    return None if problems.problems else _digest(text, csv_text, fingerprint)
+    if problems.problems:
+        return None
+    digest = _digest(text, csv_text, fingerprint)
+    read_from = [p for p in (csv_path, *paths) if p is not None]
+    return digest, stamp(digest, source, read_from, read_from_ns=read_from_ns)
 
 
 def _read_files(source: Path) -> tuple[str, dict[str, Any], str | None, tuple[str, ...]]:

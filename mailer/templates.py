@@ -62,9 +62,7 @@ class TemplateFolder:
 
     def variants(self, name: str) -> list[tuple[Path, str]]:
         """Every language folder holding the template, and the root if it does: all may be used."""
-        places = [
-            (p, p.name) for p in sorted(self._dir.iterdir()) if is_language_folder(p.name)
-        ]
+        places = [(p, p.name) for p in sorted(self._dir.iterdir()) if is_language_folder(p.name)]
         places.append((self._dir, self._default))
         return [(folder, language) for folder, language in places if files_in(folder, name)]
 

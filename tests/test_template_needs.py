@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 
+from mailer import judging
 from mailer.checking import judge_event
 from mailer.cli import main
 from mailer.events import EventDefaults
@@ -147,6 +148,32 @@ def test_an_organisers_template_states_its_needs_in_a_comment(tmp_path: Path):
         'mail[1] "reminder": the template "reminder" needs signup_url in the event file' in p
         for p in problems
     ), problems
+
+
+def test_a_template_edited_to_state_a_need_is_judged_by_it_once_its_facts_are_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """One renderer judges many events (the service's): a template's facts are looked up
+    once per FACTS_FRESH_S, then again, so an edit is seen without a restart."""
+    templates = tmp_path / "templates"
+    (templates / "sv").mkdir(parents=True)
+    for name in ("invitation", "reminder"):
+        (templates / "sv" / f"{name}.txt.j2").write_text("{% block subject %}Hej{% endblock %}\n")
+    renderer = Renderer(templates, default_language="sv")
+    source = write_event(tmp_path, "forlabb", EVENT.replace("calendar = true", "calendar = false"))
+
+    def problems() -> list[str]:
+        loaded = judge_event(source, defaults=DEFAULTS, renderer=renderer)
+        return [] if loaded.error is None else [str(p) for p in loaded.error.problems]
+
+    assert problems() == []
+    (templates / "sv" / "invitation.txt.j2").write_text(
+        "{# needs: calendar #}\n{% block subject %}Hej{% endblock %}\n"
+    )
+    monkeypatch.setattr(judging, "FACTS_FRESH_S", 3600.0)
+    assert problems() == []  # within the hour: the facts looked up before
+    monkeypatch.setattr(judging, "FACTS_FRESH_S", 0.0)
+    assert any('the template "invitation" needs a calendar' in p for p in problems())
 
 
 def test_check_refuses_the_report_without_an_attachment(tmp_path: Path):

@@ -108,6 +108,11 @@ class Store(Protocol):
         False if the row changed since it was read (nothing done)."""
         ...
 
+    async def save_stamps(self, stamps: Sequence[tuple[str, str, str]]) -> None:
+        """Keep (event, plan digest, stamp): its files' metadata, found unchanged by a read
+        at start (file_stamps.py); kept only if that version is still the one in force."""
+        ...
+
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""
         ...

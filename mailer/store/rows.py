@@ -77,6 +77,7 @@ class Version:
     held: bool = False  # `hold = true`: planned, nothing sent (SPEC §10)
     notify: bool = True  # `notify_changes`
     ends: float | None = None  # the event's end: its personal data is kept `retention.keep` after
+    stamp: str | None = None  # its files' metadata when read (file_stamps.py)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class EventRow:
     removed: bool
     mails: str = "[]"
     held: bool = False
+    stamp: str | None = None  # file_stamps.py: the files unchanged since, known without reading
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import aiosmtplib
 # timeouts included), socket and ssl errors (OSError), and timeouts from asyncio itself.
 SESSION_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
 
+
 async def transact(
     client: aiosmtplib.SMTP, message: bytes, *, sender: str, recipient: str, options: list[str]
 ) -> str:

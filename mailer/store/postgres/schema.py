@@ -121,6 +121,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "ALTER TABLE events ADD COLUMN held BOOLEAN NOT NULL DEFAULT FALSE",
     ),
+    (
+        # As SQLite's schema 11 (this is PostgreSQL's 8): file_stamps.py.
+        "ALTER TABLE events ADD COLUMN stamp TEXT",
+    ),
 )
 # pg_advisory_xact_lock's key for migrating: any constant no other lock of mailer uses.
 MIGRATION_LOCK = 0x6D61696C_0001

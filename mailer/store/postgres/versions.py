@@ -20,11 +20,13 @@ class Versions(Connection):
         """Every event known, without the texts of its last valid version (megabytes at
         1,000 events, and needed only while a file is invalid: `last_valid`)."""
         rows = await self._rows(
-            "SELECT id, source, title, digest, error, removed, mails, held FROM events"
+            "SELECT id, source, title, digest, error, removed, mails, held, stamp FROM events"
         )
         return {
-            id_: EventRow(id_, source, title, digest, error, bool(removed), mails, bool(held))
-            for id_, source, title, digest, error, removed, mails, held in rows
+            id_: EventRow(
+                id_, source, title, digest, error, bool(removed), mails, bool(held), stamp
+            )
+            for id_, source, title, digest, error, removed, mails, held, stamp in rows
         }
 
     async def last_valid(self, event_id: str) -> tuple[str, str | None] | None:
@@ -60,16 +62,27 @@ class Versions(Connection):
         async with self.transaction() as db, db.cursor() as cursor:
             await cursor.executemany(
                 """INSERT INTO events (id, source, title, digest, toml, csv, mails, error,
-                                       removed, updated_at, held, ends)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, FALSE, %s, %s, %s)
+                                       removed, updated_at, held, ends, stamp)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, NULL, FALSE, %s, %s, %s, %s)
                    ON CONFLICT (id) DO UPDATE SET source = excluded.source,
                        title = excluded.title, digest = excluded.digest, toml = excluded.toml,
                        csv = excluded.csv, mails = excluded.mails, error = NULL,
                        removed = FALSE, updated_at = excluded.updated_at,
                        held = excluded.held, ends = excluded.ends""",
                 [
-                    (v.event_id, v.source, v.title, v.digest, v.toml, v.csv, v.mails, now,
-                     v.held, v.ends)
+                    (
+                        v.event_id,
+                        v.source,
+                        v.title,
+                        v.digest,
+                        v.toml,
+                        v.csv,
+                        v.mails,
+                        now,
+                        v.held,
+                        v.ends,
+                        v.stamp,
+                    )
                     for v in sorted(versions, key=lambda v: v.event_id)
                 ],
             )
@@ -80,6 +93,13 @@ class Versions(Connection):
                     await announce(db, self.node, "plan", event=v.event_id, source=v.source)
             ordered = sorted(versions, key=lambda v: v.event_id)  # row locks in one order
             await note_facts(db, ordered, settle_at=now + settle_s)
+
+    async def save_stamps(self, stamps: Sequence[tuple[str, str, str]]) -> None:
+        async with self.transaction() as db, db.cursor() as cursor:
+            await cursor.executemany(
+                "UPDATE events SET stamp = %s WHERE id = %s AND digest = %s",
+                [(stamp, event_id, digest) for event_id, digest, stamp in stamps],
+            )
 
     async def save_error(self, event_id: str, *, source: str, error: str, now: float) -> None:
         """Mark the file invalid; the last valid version (and its deliveries) stays in force."""

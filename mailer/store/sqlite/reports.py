@@ -61,8 +61,7 @@ class Reports(Connection):
     async def event_counts(self) -> dict[str, EventCounts]:
         """Per event: counts per state, and the earliest due time among those waiting."""
         rows = await self._rows(
-            "SELECT event, state, COUNT(*), MIN(next_attempt) FROM deliveries "
-            "GROUP BY event, state"
+            "SELECT event, state, COUNT(*), MIN(next_attempt) FROM deliveries GROUP BY event, state"
         )
         found: dict[str, EventCounts] = {}
         for event, state, count, next_attempt in rows:

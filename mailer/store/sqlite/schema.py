@@ -139,6 +139,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # `hold = true`: planned, nothing of it claimed.
         "ALTER TABLE events ADD COLUMN held INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # Schema 11 (PostgreSQL's 8), issue 18: the metadata of the files a version was read
+        # from (file_stamps.py), so that a start need not read unchanged files.
+        "ALTER TABLE events ADD COLUMN stamp TEXT",
+    ),
 )
 PRAGMAS = (
     "PRAGMA journal_mode = WAL",
