@@ -26,8 +26,8 @@ from typing import Any
 
 from mailer.errors import MailerError
 from mailer.events import Event, Mail, Recipient
-from mailer.message import with_parts
 from mailer.render import Rendered, Renderer
+from mailer.text_parts import with_parts
 
 # A worker may grow this far beyond its size at start: ample for 5 MB parts (Python holds
 # non-ASCII text at up to 4 bytes a character, and a part exists about twice while joined).
@@ -155,7 +155,7 @@ def serve() -> None:
 
 
 def _encoded(rendered: Rendered) -> Rendered:
-    """With its MIME parts (message.with_parts), which the service would otherwise encode
+    """With its MIME parts (text_parts.with_parts), which the service would otherwise encode
     on its event loop; as it is if they cannot be (the service then says why)."""
     try:
         return with_parts(rendered)

@@ -15,8 +15,9 @@ import vobject
 from mailer.errors import InputError
 from mailer.events import Event, Mail, Organiser, Recipient
 from mailer.ics import CANCEL, Identity, calendar_attachment
-from mailer.message import Attachment, Sender, build_message, message_id, with_parts
+from mailer.message import Attachment, Sender, build_message, message_id
 from mailer.render import Rendered
+from mailer.text_parts import with_parts
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 NOW = datetime(2027, 5, 26, 7, 0, tzinfo=UTC)

@@ -22,10 +22,10 @@ from mailer.clock import SystemClock
 from mailer.config import load_settings
 from mailer.engine import Engine
 from mailer.errors import InputError
-from mailer.message import with_parts
 from mailer.render import Renderer
 from mailer.rendering import RenderPool
 from mailer.store import Store
+from mailer.text_parts import with_parts
 from mailer.transports.smtp import SmtpTransport
 from tests.project import REPO, TEMPLATES, make_project, smtp_transport, timed_event, write_event
 from tests.smtpd import SmtpServer
