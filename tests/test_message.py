@@ -17,6 +17,7 @@ from mailer.events import Event, Mail, Organiser, Recipient
 from mailer.ics import CANCEL, Identity, calendar_attachment
 from mailer.message import Attachment, Sender, build_message, message_id
 from mailer.render import Rendered
+from mailer.text_parts import with_parts
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 NOW = datetime(2027, 5, 26, 7, 0, tzinfo=UTC)
@@ -238,3 +239,11 @@ def test_a_line_break_in_a_header_is_refused_never_sent(recipient, rendered, key
     assert str(caught.value).startswith(
         f'schedules/forlabb/event.toml: mail[0] "invitation".{key}:'
     )
+
+
+@pytest.mark.parametrize("html", ["<p>Hej Anna.\nVälkommen!</p>", None])
+def test_parts_encoded_where_rendered_make_the_same_message(html: str | None):
+    rendered = Rendered(RENDERED.subject, "Hej Anna.\r\n.Välkommen!\n", html, "sv")
+    encoded = with_parts(rendered)
+    assert encoded.parts is not None and (encoded.parts[1] is None) == (html is None)
+    assert build(rendered=encoded, attachments=[PDF]) == build(rendered=rendered, attachments=[PDF])

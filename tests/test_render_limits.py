@@ -6,6 +6,8 @@ reason; other mail goes out; the event loop is never held; the service stops on 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from mailer.errors import InputError
 from mailer.render import Renderer
 from mailer.rendering import RenderPool
 from mailer.store import Store
+from mailer.text_parts import with_parts
 from mailer.transports.smtp import SmtpTransport
 from tests.project import REPO, TEMPLATES, make_project, smtp_transport, timed_event, write_event
 from tests.smtpd import SmtpServer
@@ -225,3 +228,33 @@ async def test_workers_warmed_up_at_a_start_render_the_first_mail(tmp_path: Path
         assert set(pool.workers()) == warm
     finally:
         pool.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux only")
+def test_a_worker_renders_as_batch_work_beside_the_service(tmp_path: Path):
+    """Woken by a request, a worker must not preempt the service's event loop."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "invitation.txt.j2").write_text(SUBJECT + "Hej {{ recipient.name }}\n")
+    pool = RenderPool(templates, default_language="sv", size=1)
+    try:
+        assert pool.render_now(EVENT, mail(attach=(), calendar=False), ANNA).subject == "Hej"
+        (worker,) = pool.workers()
+        assert os.sched_getscheduler(worker.process.pid) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the service itself as it was
+    finally:
+        pool.close()
+
+
+async def test_a_worker_sends_back_the_parts_encoded(tmp_path: Path):
+    """The quoted-printable parts come from the worker, as build_message would make them."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "invitation.txt.j2").write_text(SUBJECT + "Hej {{ recipient.name }}\n")
+    pool = RenderPool(templates, default_language="sv", size=1)
+    try:
+        rendered = await pool.render(EVENT, mail(attach=(), calendar=False), ANNA)
+    finally:
+        pool.close()
+    assert rendered.parts == with_parts(dataclasses.replace(rendered, parts=None)).parts
+    assert rendered.parts is not None and b"Hej Anna Andersson" in rendered.parts[0]
